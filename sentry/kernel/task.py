@@ -1,0 +1,86 @@
+"""Tasks (guest threads) and thread groups (guest processes).
+
+A Task is driven by one OS thread for its whole life (see run.py): the
+platform Context it switches is bound to that thread. Fields marked
+"shared" are objects a clone may share between tasks (CLONE_VM, CLONE_FILES,
+CLONE_FS, CLONE_SIGHAND); everything else is the task's own.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from platforms.base import ArchState, Context
+    from sentry.fs.fdtable import FDTable
+    from sentry.fs.context import FSContext
+    from sentry.kernel.kernel import Kernel
+    from sentry.mm.mm import MemoryManager
+
+
+@dataclass
+class Credentials:
+    uid: int = field(default_factory=os.getuid)
+    euid: int = field(default_factory=os.geteuid)
+    suid: int = field(default_factory=os.getuid)
+    gid: int = field(default_factory=os.getgid)
+    egid: int = field(default_factory=os.getegid)
+    sgid: int = field(default_factory=os.getgid)
+    groups: tuple[int, ...] = ()
+
+
+@dataclass
+class SigAction:
+    handler: int = 0  # SIG_DFL = 0, SIG_IGN = 1, else a guest address
+    flags: int = 0
+    restorer: int = 0
+    mask: int = 0
+
+
+class ThreadGroup:
+    """A guest process: its pid (the leader's tid), its parent, signal
+    dispositions, credentials and the path of the program it runs."""
+
+    def __init__(self, pid: int, parent: "ThreadGroup | None", exe: str):
+        self.pid = pid
+        self.parent = parent
+        self.exe = exe  # path inside the sandbox, for /proc/self/exe
+        self.pgid = pid
+        self.sid = pid
+        self.creds = Credentials()
+        self.sigactions: list[SigAction] = [SigAction() for _ in range(65)]  # shared
+        self.tasks: list[Task] = []
+        self.exit_status: int | None = None  # wait(2) status once exited
+        self.rlimits: dict[int, tuple[int, int]] = {}
+
+
+class Task:
+    """One guest thread."""
+
+    def __init__(self, kernel: "Kernel", tid: int, group: ThreadGroup, mm: "MemoryManager",
+                 fds: "FDTable", fs: "FSContext", arch: "ArchState", context: "Context"):
+        self.kernel = kernel
+        self.tid = tid
+        self.group = group
+        self.mm = mm  # shared
+        self.fds = fds  # shared
+        self.fs = fs  # shared
+        self.arch = arch
+        self.context = context
+        self.comm: bytes = b""  # at most 15 bytes, as in prctl(PR_SET_NAME)
+        self.signal_mask = 0
+        self.clear_child_tid = 0
+        self.robust_list = (0, 0)
+        self.sigaltstack = (0, 2, 0)  # ss_sp, ss_flags (SS_DISABLE), ss_size
+
+    @property
+    def pid(self) -> int:
+        return self.group.pid
+
+    @property
+    def creds(self) -> Credentials:
+        return self.group.creds
+
+    def __repr__(self) -> str:
+        return f"<Task {self.group.pid}:{self.tid} {self.comm.decode(errors='replace')}>"
