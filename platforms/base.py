@@ -209,11 +209,23 @@ def names() -> list[str]:
     return list(_REGISTRY)
 
 
+_LOAD_ERRORS: dict[str, str] = {}
+_BACKENDS = ("ptrace", "vmexec", "kvm")
+
+
 def _load_all() -> None:
     import importlib
 
-    for mod in ("platforms.ptrace", "platforms.vmexec", "platforms.kvm"):
+    for name in _BACKENDS:
+        if name in _REGISTRY or name in _LOAD_ERRORS:
+            continue
         try:
-            importlib.import_module(mod)
-        except ImportError:
-            pass  # not built on this install; `sentry platforms` omits it
+            importlib.import_module(f"platforms.{name}")
+        except ImportError as e:
+            _LOAD_ERRORS[name] = f"cannot be loaded: {e}"
+
+
+def load_errors() -> dict[str, str]:
+    """Backends that failed to import, with why (shown by `sentry platforms`)."""
+    _load_all()
+    return {k: v for k, v in _LOAD_ERRORS.items() if k not in _REGISTRY}

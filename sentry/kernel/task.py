@@ -8,6 +8,7 @@ CLONE_FS, CLONE_SIGHAND); everything else is the task's own.
 from __future__ import annotations
 
 import os
+import signal as _signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,16 @@ if TYPE_CHECKING:
     from sentry.fs.context import FSContext
     from sentry.kernel.kernel import Kernel
     from sentry.mm.mm import MemoryManager
+
+
+_CORE_SIGNALS = frozenset({_signal.SIGQUIT, _signal.SIGILL, _signal.SIGTRAP, _signal.SIGABRT, _signal.SIGBUS,
+                           _signal.SIGFPE, _signal.SIGSEGV, _signal.SIGSYS, _signal.SIGXCPU, _signal.SIGXFSZ})
+
+
+def killed_status(signo: int) -> int:
+    """wait(2) status of a process killed by ``signo`` (core bit for the
+    signals whose default action dumps core)."""
+    return signo | (0x80 if signo in _CORE_SIGNALS else 0)
 
 
 @dataclass

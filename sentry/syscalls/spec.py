@@ -96,3 +96,14 @@ def entries(*items: Syscall) -> dict[int, Syscall]:
         assert s.number not in out, f"duplicate entry {s.name}"
         out[s.number] = s
     return out
+
+
+def s32(value: int) -> int:
+    """A raw register as a signed 32-bit C int (fds, flags, pids)."""
+    value &= 0xFFFF_FFFF
+    return value - (1 << 32) if value & 0x8000_0000 else value
+
+
+def s64(value: int) -> int:
+    """A raw register as a signed 64-bit C long (offsets, results)."""
+    return value - (1 << 64) if value & (1 << 63) else value

@@ -1,0 +1,102 @@
+"""The command line: `sentry run`, `sentry platforms`, `sentry syscalls`.
+
+A thin layer over ``sentry.sandbox``; every user error is one line on
+stderr and a shell-style exit status (2 usage, 126 cannot execute, 127 not
+found), never a traceback."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from sentry.kernel.kernel import Config
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        print(f"sentry: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sentry", description="Run untrusted Linux x86-64 programs in a Python application kernel.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="run a program in a new sandbox")
+    run.add_argument("--platform", default=os.environ.get("SENTRY_PLATFORM", "ptrace"),
+                     help="ptrace, vmexec or kvm (see `sentry platforms`)")
+    run.add_argument("--rootfs", default="/", help="directory to use as / (read-only; default: the host /)")
+    run.add_argument("--overlay", default="memory", choices=["memory", "none"],
+                     help="writable in-memory layer over the rootfs (default) or none")
+    run.add_argument("--cwd", default=None, help="working directory inside the sandbox")
+    run.add_argument("--env", action="append", default=[], metavar="K=V", help="set an environment variable")
+    run.add_argument("--clear-env", action="store_true", help="start from an empty environment")
+    run.add_argument("--seed", type=int, default=None, help="seed for address randomization (reproducible runs)")
+    run.add_argument("--debug", action="store_true", help="report unsupported calls and guest faults")
+    run.add_argument("--strace", action="store_true", help="print every guest system call")
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROG ARGS")
+    sub.add_parser("platforms", help="list platforms and whether this host can run them")
+    sub.add_parser("syscalls", help="list the system-call table with each call's status")
+    return p
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sentry.sandbox import SandboxError, exit_code, host_environment, run_program
+
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        print("sentry: run: no program given (usage: sentry run [OPTIONS] -- PROG ARGS)", file=sys.stderr)
+        return 2
+    if not os.path.isdir(args.rootfs):
+        print(f"sentry: run: --rootfs {args.rootfs}: not a directory", file=sys.stderr)
+        return 2
+    env = [] if args.clear_env else host_environment()
+    for item in args.env:
+        if "=" not in item:
+            print(f"sentry: run: --env {item!r}: expected K=V", file=sys.stderr)
+            return 2
+        key = item.split("=", 1)[0].encode() + b"="
+        env = [e for e in env if not e.startswith(key)] + [os.fsencode(item)]
+    cwd = args.cwd or (os.getcwd() if args.rootfs == "/" else "/")
+    config = Config(platform=args.platform, rootfs=args.rootfs, overlay=args.overlay, cwd=cwd,
+                    seed=args.seed, debug=args.debug, strace=args.strace)
+    try:
+        status = run_program(config, [os.fsencode(a) for a in argv], env)
+    except SandboxError as e:
+        print(f"sentry: {e}", file=sys.stderr)
+        return e.exit_code
+    return exit_code(status)
+
+
+def cmd_platforms(args: argparse.Namespace) -> int:
+    from platforms import base
+
+    for name in base.names():
+        ok, why = base.lookup(name).available()
+        print(f"{name:8} {'available' if ok else 'unavailable':12} {why}")
+    for name, why in base.load_errors().items():
+        print(f"{name:8} {'unavailable':12} {why}")
+    return 0
+
+
+def cmd_syscalls(args: argparse.Namespace) -> int:
+    from sentry.syscalls.table import listing
+
+    rows = listing()
+    counts: dict[str, int] = {}
+    for nr, name, status, note in rows:
+        key = status.split()[0]
+        counts[key] = counts.get(key, 0) + 1
+        print(f"{nr:4} {name:24} {status:16} {note}".rstrip())
+    print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"run": cmd_run, "platforms": cmd_platforms, "syscalls": cmd_syscalls}[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 141

@@ -1,0 +1,442 @@
+"""MemoryManager: one guest address space — its VMAs, their MemoryFile
+backing, and the platform AddressSpace that mirrors them.
+
+In a nutshell: every VMA is a range of guest addresses backed by a range of
+the MemoryFile (a ``Backing``). Mappings are made eagerly and whole: each
+mmap/mprotect/munmap is mirrored at once into the platform AddressSpace, so
+a guest access the host refuses is a real guest fault (SIGSEGV), never a
+demand fault the Sentry must resolve. All guest memory I/O (``copy_in``,
+``copy_out``, strings, iovecs) goes through the Sentry's own mapping of the
+MemoryFile after checking the VMA's protection: a bad pointer is EFAULT.
+
+Private read-only file mappings share one ``Backing`` per (file identity,
+offset, length) across the sandbox — the page cache — so ``libc.so`` is
+read once per sandbox. Such a backing is never writable: mprotect adding
+PROT_WRITE copies it first (copy-on-write, done eagerly).
+
+Locking: an mm is used by the threads of one process; ``lock`` guards the
+VMA list. Lock order: MemoryManager.lock > MemoryFile._lock.
+"""
+from __future__ import annotations
+
+import bisect
+import errno
+import struct
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Hashable, Iterator
+
+from platforms.base import PROT_EXEC, PROT_READ, PROT_WRITE, AddressSpace
+from sentry.errors import SyscallError
+from sentry.mm.memfile import MemoryFile, OutOfMemory
+
+if TYPE_CHECKING:
+    from sentry.mm.pagecache import PageCache
+
+PAGE = 4096
+PROT_ALL = PROT_READ | PROT_WRITE | PROT_EXEC
+MAP_SHARED, MAP_PRIVATE = 0x01, 0x02
+MAP_FIXED, MAP_ANONYMOUS = 0x10, 0x20
+MAP_GROWSDOWN, MAP_NORESERVE, MAP_FIXED_NOREPLACE = 0x100, 0x4000, 0x100000
+MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_DONTUNMAP = 1, 2, 4
+
+
+def page_up(n: int) -> int:
+    return (n + PAGE - 1) & ~(PAGE - 1)
+
+
+def page_down(n: int) -> int:
+    return n & ~(PAGE - 1)
+
+
+class Backing:
+    """A MemoryFile range shared by the VMA pieces that map it.
+    ``cache_key`` is set for page-cache backings (never written)."""
+
+    __slots__ = ("offset", "length", "refs", "cache_key")
+
+    def __init__(self, offset: int, length: int, cache_key: Hashable | None = None):
+        self.offset = offset
+        self.length = length
+        self.refs = 0
+        self.cache_key = cache_key
+
+
+class MappedFile:
+    """What a file mapping needs from an open file (sentry.fs implements it)."""
+
+    path: str
+
+    def pread(self, length: int, offset: int) -> bytes: ...
+
+    def mmap_identity(self) -> Hashable | None: ...
+
+
+@dataclass(eq=False)
+class VMA:
+    start: int
+    end: int
+    prot: int
+    shared: bool
+    backing: Backing
+    backing_offset: int  # offset of `start` within backing
+    file: MappedFile | None = None
+    file_offset: int = 0
+    name: str = ""  # "[heap]", "[stack]", a path, or ""
+
+    @property
+    def memfd_offset(self) -> int:
+        return self.backing.offset + self.backing_offset
+
+    def slice(self, start: int, end: int) -> "VMA":
+        delta = start - self.start
+        return VMA(start, end, self.prot, self.shared, self.backing, self.backing_offset + delta,
+                   self.file, self.file_offset + delta if self.file else 0, self.name)
+
+
+class MemoryManager:
+    def __init__(self, memory: MemoryFile, space: AddressSpace, cache: "PageCache",
+                 min_address: int, max_address: int):
+        self.memory = memory
+        self.space = space
+        self.cache = cache
+        self.min_address = min_address
+        self.max_address = max_address
+        self.lock = threading.RLock()
+        self._vmas: list[VMA] = []  # sorted by start, disjoint
+        self._starts: list[int] = []
+        self.mmap_base = max_address  # top of the top-down mmap area (set by the loader)
+        self.brk_start = self.brk = 0
+        self.arg_start = self.arg_end = self.env_start = self.env_end = 0
+        self.stack_top = 0
+
+    # ----------------------------------------------------------------- VMAs
+    def vmas(self) -> Iterator[VMA]:
+        """The VMAs in address order (a snapshot, for /proc/PID/maps)."""
+        with self.lock:
+            return iter(list(self._vmas))
+
+    def _find(self, addr: int) -> VMA | None:
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0 and addr < self._vmas[i].end:
+            return self._vmas[i]
+        return None
+
+    def _insert(self, vma: VMA) -> None:
+        i = bisect.bisect_left(self._starts, vma.start)
+        self._vmas.insert(i, vma)
+        self._starts.insert(i, vma.start)
+        vma.backing.refs += 1
+
+    def _carve(self, start: int, end: int) -> list[VMA]:
+        """Split VMAs at start and end; remove and return those inside."""
+        removed: list[VMA] = []
+        i = bisect.bisect_right(self._starts, start) - 1
+        i = max(i, 0)
+        while i < len(self._vmas) and self._vmas[i].start < end:
+            v = self._vmas[i]
+            if v.end <= start:
+                i += 1
+                continue
+            del self._vmas[i], self._starts[i]
+            v.backing.refs -= 1
+            for piece in (v.slice(v.start, start) if v.start < start else None,
+                          v.slice(end, v.end) if v.end > end else None):
+                if piece is not None:
+                    self._insert(piece)
+            inner = v.slice(max(v.start, start), min(v.end, end))
+            removed.append(inner)
+            i = bisect.bisect_left(self._starts, end)
+        return removed
+
+    def _release(self, pieces: list[VMA]) -> None:
+        for v in pieces:
+            b = v.backing
+            if b.cache_key is not None:
+                if b.refs == 0:
+                    self.cache.unused(b)
+            elif b.refs == 0:
+                self.memory.free(b.offset, b.length)
+            elif not v.shared:
+                self.memory.zero(v.memfd_offset, v.end - v.start)
+
+    def _overlaps(self, start: int, end: int) -> bool:
+        i = bisect.bisect_left(self._starts, end) - 1
+        return i >= 0 and self._vmas[i].end > start
+
+    def find_free(self, length: int, hint: int = 0) -> int:
+        """An unmapped range of ``length`` bytes: at ``hint`` if free, else
+        the highest one below mmap_base. ENOMEM if none."""
+        if hint and self.min_address <= hint and hint + length <= self.max_address and \
+                not self._overlaps(hint, hint + length):
+            return hint
+        top = self.mmap_base
+        i = bisect.bisect_left(self._starts, top) - 1
+        while True:
+            below = self._vmas[i].end if i >= 0 else self.min_address
+            if below < top and top - max(below, self.min_address) >= length:
+                return top - length
+            if i < 0:
+                raise SyscallError(errno.ENOMEM)
+            top = min(top, self._vmas[i].start)
+            i -= 1
+
+    # ------------------------------------------------------------ mappings
+    def mmap(self, addr: int, length: int, prot: int, flags: int,
+             file: MappedFile | None = None, file_offset: int = 0, name: str = "") -> int:
+        """Map ``length`` bytes (anonymous, or ``file`` from ``file_offset``)
+        and return the address. Errors: EINVAL (alignment, zero length),
+        ENOMEM (no room, or the memory limit), EEXIST (MAP_FIXED_NOREPLACE
+        over a mapping)."""
+        if length <= 0 or addr & (PAGE - 1) or file_offset & (PAGE - 1):
+            raise SyscallError(errno.EINVAL)
+        length = page_up(length)
+        with self.lock:
+            if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
+                if addr < self.min_address or addr + length > self.max_address:
+                    raise SyscallError(errno.ENOMEM if addr + length > self.max_address else errno.EPERM)
+                if flags & MAP_FIXED_NOREPLACE and not flags & MAP_FIXED and self._overlaps(addr, addr + length):
+                    raise SyscallError(errno.EEXIST)
+            else:
+                addr = self.find_free(length, page_down(addr))
+            shared = bool(flags & MAP_SHARED)
+            backing = self._new_backing(length, prot, shared, file, file_offset)
+            self._release(self._carve(addr, addr + length))
+            vma = VMA(addr, addr + length, prot, shared, backing, 0, file, file_offset,
+                      name or (file.path if file else ""))
+            self._insert(vma)
+            self.space.map_file(addr, backing.offset, length, prot)
+            return addr
+
+    def _new_backing(self, length: int, prot: int, shared: bool, file: MappedFile | None,
+                     file_offset: int) -> Backing:
+        if file is not None and not shared and not prot & PROT_WRITE:
+            key = file.mmap_identity()
+            if key is not None:
+                return self.cache.get(key, file, file_offset, length)
+        try:
+            offset = self.memory.allocate(length)
+        except OutOfMemory:
+            raise SyscallError(errno.ENOMEM) from None
+        if file is not None:
+            data = file.pread(length, file_offset)
+            self.memory.write(offset, data)
+        return Backing(offset, length)
+
+    def munmap(self, addr: int, length: int) -> None:
+        if addr & (PAGE - 1) or length <= 0:
+            raise SyscallError(errno.EINVAL)
+        end = addr + page_up(length)
+        with self.lock:
+            removed = self._carve(addr, end)
+            if removed:
+                self.space.unmap(addr, end - addr)
+            self._release(removed)
+
+    def mprotect(self, addr: int, length: int, prot: int) -> None:
+        if addr & (PAGE - 1) or prot & ~PROT_ALL:
+            raise SyscallError(errno.EINVAL)
+        end = addr + page_up(length)
+        with self.lock:
+            # Linux: ENOMEM if any page of the range is unmapped.
+            pos = addr
+            for v in self._vmas[max(bisect.bisect_right(self._starts, addr) - 1, 0):]:
+                if v.start >= end:
+                    break
+                if v.end <= pos:
+                    continue
+                if v.start > pos:
+                    raise SyscallError(errno.ENOMEM)
+                pos = v.end
+            if pos < end:
+                raise SyscallError(errno.ENOMEM)
+            for v in self._carve(addr, end):
+                if prot & PROT_WRITE and v.backing.cache_key is not None:
+                    v = self._private_copy(v)
+                v.prot = prot
+                self._insert(v)
+                self.space.map_file(v.start, v.memfd_offset, v.end - v.start, prot)
+
+    def _private_copy(self, v: VMA) -> VMA:
+        """Copy-on-write: give ``v`` its own copy of a page-cache range."""
+        length = v.end - v.start
+        try:
+            offset = self.memory.allocate(length)
+        except OutOfMemory:
+            raise SyscallError(errno.ENOMEM) from None
+        self.memory.copy(offset, v.memfd_offset, length)
+        old = v.backing
+        if old.refs == 0:
+            self.cache.unused(old)
+        return VMA(v.start, v.end, v.prot, v.shared, Backing(offset, length), 0, v.file, v.file_offset, v.name)
+
+    def mremap(self, old: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
+        if old & (PAGE - 1) or new_len <= 0 or flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP):
+            raise SyscallError(errno.EINVAL)
+        old_len, new_len = page_up(old_len), page_up(new_len)
+        with self.lock:
+            v = self._find(old)
+            if v is None or old + old_len > v.end:
+                raise SyscallError(errno.EFAULT)
+            if flags & MREMAP_FIXED or flags & MREMAP_DONTUNMAP:
+                raise SyscallError(errno.EINVAL) if not flags & MREMAP_MAYMOVE else SyscallError(errno.ENOSYS)
+            if new_len <= old_len:
+                if new_len < old_len:
+                    self.munmap(old + new_len, old_len - new_len)
+                return old
+            grow_in_place = not self._overlaps(old + old_len, old + new_len) and old + new_len <= self.max_address
+            if not grow_in_place and not flags & MREMAP_MAYMOVE:
+                raise SyscallError(errno.ENOMEM)
+            target = old if grow_in_place else self.find_free(new_len)
+            try:
+                offset = self.memory.allocate(new_len)
+            except OutOfMemory:
+                raise SyscallError(errno.ENOMEM) from None
+            self.memory.copy(offset, v.memfd_offset + (old - v.start), old_len)
+            if v.file is not None and not v.shared:
+                tail = v.file.pread(new_len - old_len, v.file_offset + (old - v.start) + old_len)
+                self.memory.write(offset + old_len, tail)
+            moved = VMA(target, target + new_len, v.prot, v.shared, Backing(offset, new_len), 0,
+                        v.file, v.file_offset + (old - v.start), v.name)
+            self._release(self._carve(old, old + old_len))
+            self.space.unmap(old, old_len)
+            self._insert(moved)
+            self.space.map_file(target, offset, new_len, v.prot)
+            return target
+
+    def madvise_dontneed(self, addr: int, length: int) -> None:
+        """MADV_DONTNEED: private anonymous pages read back as zeroes,
+        private file pages as the file's contents."""
+        end = addr + page_up(length)
+        with self.lock:
+            for v in list(self._vmas):
+                lo, hi = max(v.start, addr), min(v.end, end)
+                if lo >= hi or v.shared or v.backing.cache_key is not None:
+                    continue
+                off = v.memfd_offset + (lo - v.start)
+                self.memory.zero(off, hi - lo)
+                if v.file is not None:
+                    self.memory.write(off, v.file.pread(hi - lo, v.file_offset + (lo - v.start)))
+
+    def set_brk(self, new: int) -> int:
+        """brk(2): move the program break; returns the (possibly unchanged)
+        break, as Linux does on failure."""
+        with self.lock:
+            if new < self.brk_start:
+                return self.brk
+            old_top, new_top = page_up(self.brk), page_up(new)
+            try:
+                if new_top > old_top:
+                    if self._overlaps(old_top, new_top):
+                        return self.brk
+                    self.mmap(old_top, new_top - old_top, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, name="[heap]")
+                elif new_top < old_top:
+                    self.munmap(new_top, old_top - new_top)
+            except SyscallError:
+                return self.brk
+            self.brk = new
+            return new
+
+    # ---------------------------------------------------------- guest I/O
+    def _chunks(self, addr: int, length: int, prot: int) -> list[tuple[int, int]]:
+        """MemoryFile (offset, length) pieces of [addr, addr+length), each
+        VMA allowing ``prot``; EFAULT otherwise."""
+        out = []
+        end = addr + length
+        if addr < 0 or end > self.max_address:
+            raise SyscallError(errno.EFAULT)
+        while addr < end:
+            v = self._find(addr)
+            if v is None or (v.prot & prot) != prot:
+                raise SyscallError(errno.EFAULT)
+            n = min(end, v.end) - addr
+            out.append((v.memfd_offset + (addr - v.start), n))
+            addr += n
+        return out
+
+    def copy_in(self, addr: int, length: int) -> bytes:
+        """Read guest memory. EFAULT unless every byte is readable."""
+        if length == 0:
+            return b""
+        v = self._find(addr)
+        if v is not None and addr + length <= v.end and v.prot & PROT_READ:
+            off = v.memfd_offset + (addr - v.start)
+            return self.memory.map[off:off + length]
+        return b"".join(self.memory.map[o:o + n] for o, n in self._chunks(addr, length, PROT_READ))
+
+    def copy_out(self, addr: int, data: bytes | bytearray | memoryview) -> None:
+        """Write guest memory. EFAULT unless every byte is writable."""
+        length = len(data)
+        if length == 0:
+            return
+        v = self._find(addr)
+        if v is not None and addr + length <= v.end and v.prot & PROT_WRITE:
+            off = v.memfd_offset + (addr - v.start)
+            self.memory.map[off:off + length] = data
+            return
+        pos = 0
+        for o, n in self._chunks(addr, length, PROT_WRITE):
+            self.memory.map[o:o + n] = data[pos:pos + n]
+            pos += n
+
+    def poke(self, addr: int, data: bytes) -> None:
+        """Write guest memory regardless of protection (the loader's
+        set-up of read-only segments). EFAULT if unmapped."""
+        pos = 0
+        for o, n in self._chunks(addr, len(data), 0):
+            self.memory.map[o:o + n] = data[pos:pos + n]
+            pos += n
+
+    def read_cstring(self, addr: int, limit: int = 4096) -> bytes:
+        """A NUL-terminated string (without the NUL). EFAULT on a bad
+        pointer; ENAMETOOLONG if no NUL within ``limit`` bytes."""
+        out = b""
+        while len(out) < limit:
+            v = self._find(addr)
+            if v is None or not v.prot & PROT_READ:
+                raise SyscallError(errno.EFAULT)
+            off = v.memfd_offset + (addr - v.start)
+            stop = off + min(v.end - addr, limit - len(out))
+            nul = self.memory.map.find(b"\0", off, stop)
+            if nul >= 0:
+                return out + self.memory.map[off:nul]
+            out += self.memory.map[off:stop]
+            addr = v.end
+        raise SyscallError(errno.ENAMETOOLONG)
+
+    def read_iovecs(self, addr: int, count: int) -> list[tuple[int, int]]:
+        """An iovec array as (base, length) pairs. EINVAL for a bad count."""
+        if count < 0 or count > 1024:
+            raise SyscallError(errno.EINVAL)
+        raw = self.copy_in(addr, 16 * count)
+        vecs = list(struct.iter_unpack("<QQ", raw))
+        if any(n > 0x7FFF_FFFF_FFFF_FFFF for _, n in vecs):
+            raise SyscallError(errno.EINVAL)
+        return vecs
+
+    def read_u64(self, addr: int) -> int:
+        return int.from_bytes(self.copy_in(addr, 8), "little")
+
+    def write_u64(self, addr: int, value: int) -> None:
+        self.copy_out(addr, (value & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "little"))
+
+    def write_u32(self, addr: int, value: int) -> None:
+        self.copy_out(addr, (value & 0xFFFF_FFFF).to_bytes(4, "little"))
+
+    def read_u32(self, addr: int) -> int:
+        return int.from_bytes(self.copy_in(addr, 4), "little")
+
+    # ------------------------------------------------------------ lifetime
+    def release(self) -> None:
+        """Drop every mapping and the platform address space."""
+        with self.lock:
+            pieces, self._vmas, self._starts = self._vmas, [], []
+            for v in pieces:
+                v.backing.refs -= 1
+            self._release(pieces)
+            self.space.release()
+
+    def usage(self) -> int:
+        """Bytes of address space mapped."""
+        return sum(v.end - v.start for v in self._vmas)

@@ -1,0 +1,92 @@
+"""Running one program in a sandbox: the layer `sentry run` stands on.
+
+``run_program(config, argv)`` builds a Kernel on the chosen platform,
+starts PID 1 on its own OS thread (the thread that will trace its stub),
+waits for it and returns a wait(2) status. Errors the user can act on are
+``SandboxError`` with a one-line message and a shell-style exit code.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+from platforms import base
+from sentry.errors import ExecError
+from sentry.kernel.kernel import Config, Kernel, exec_error_status
+
+
+class SandboxError(Exception):
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def pick_platform(name: str) -> type[base.Platform]:
+    try:
+        cls = base.lookup(name)
+    except KeyError:
+        raise SandboxError(f"unknown platform {name!r} (have: {', '.join(base.names())})", 2) from None
+    ok, why = cls.available()
+    if not ok:
+        raise SandboxError(f"platform {name} is not available here: {why}", 2)
+    return cls
+
+
+def run_program(config: Config, argv: list[bytes], envp: list[bytes]) -> int:
+    """Run argv in a new sandbox; return the guest's wait(2) status."""
+    kernel = Kernel(config, pick_platform(config.platform))
+    tracer = None
+    if config.strace:
+        from sentry.strace import make_tracer
+
+        tracer = make_tracer(config)
+    outcome: dict[str, object] = {}
+
+    from sentry.kernel.run import run_task
+
+    def task_thread() -> None:
+        try:
+            task = kernel.start(argv, envp)
+        except ExecError as e:
+            outcome["exec_error"] = e
+            return
+        try:
+            outcome["status"] = run_task(task, tracer)
+        except BaseException as e:  # a Sentry bug: report it, end the sandbox
+            outcome["crash"] = e
+
+    sys.setswitchinterval(0.001)
+    thread = threading.Thread(target=task_thread, name="task-1", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.5)
+    finally:
+        if "status" in outcome or "exec_error" in outcome:
+            kernel.close()
+    if "exec_error" in outcome:
+        e = outcome["exec_error"]
+        assert isinstance(e, ExecError)
+        raise SandboxError(e.message, exec_error_status(e))
+    if "crash" in outcome:
+        crash = outcome["crash"]
+        if config.debug:
+            import traceback
+
+            traceback.print_exception(crash)
+        raise SandboxError(f"internal error: {type(crash).__name__}: {crash}", 125)
+    status = outcome["status"]
+    assert isinstance(status, int)
+    return status
+
+
+def exit_code(status: int) -> int:
+    """Shell exit code for a wait(2) status: the code, or 128+signal."""
+    if status & 0x7F:
+        return 128 + (status & 0x7F)
+    return (status >> 8) & 0xFF
+
+
+def host_environment() -> list[bytes]:
+    return [k + b"=" + v for k, v in os.environb.items()]
