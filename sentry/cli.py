@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from sentry.kernel.kernel import Config
+from sentry.config import Config
 
 
 class _Parser(argparse.ArgumentParser):

@@ -13,7 +13,8 @@ import threading
 
 from platforms import base
 from sentry.errors import ExecError
-from sentry.kernel.kernel import Config, Kernel, exec_error_status
+from sentry.config import Config
+from sentry.kernel.kernel import Kernel, exec_error_status
 
 
 class SandboxError(Exception):

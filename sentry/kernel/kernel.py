@@ -7,9 +7,9 @@ from __future__ import annotations
 import random
 import sys
 import threading
-from dataclasses import dataclass, field
 
 from platforms.base import Platform
+from sentry.config import Config
 from sentry.errors import ExecError
 from sentry.fs.context import FSContext
 from sentry.fs.fdtable import FDTable
@@ -18,21 +18,6 @@ from sentry.kernel.task import Task, ThreadGroup
 from sentry.mm.memfile import MemoryFile
 from sentry.mm.mm import MemoryManager
 from sentry.mm.pagecache import PageCache
-
-
-@dataclass
-class Config:
-    """What `sentry run` (or the Python API) asks for."""
-
-    platform: str = "ptrace"
-    rootfs: str = "/"
-    overlay: str = "memory"
-    cwd: str = "/"
-    env: list[bytes] = field(default_factory=list)
-    seed: int | None = None
-    debug: bool = False
-    strace: bool = False
-    memory_limit: int | None = None
 
 
 class Kernel:
