@@ -1,0 +1,85 @@
+"""Real programs print in the sandbox what they print natively, on every
+available platform."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import native
+
+LINK_MODES = ["static", "static-pie", "dynamic"]
+
+
+@pytest.mark.parametrize("mode", LINK_MODES)
+def test_c_program_with_floating_point(sentry, cprog, mode):
+    prog = cprog("hello_fp", mode)
+    want = native(prog, "a", "b")
+    got = sentry.run(prog, "a", "b")
+    assert got.stdout == want.stdout
+    assert got.returncode == want.returncode == 7, got.stderr
+
+
+@pytest.mark.parametrize("mode", LINK_MODES)
+def test_registers_survive_system_calls(sentry, cprog, mode):
+    got = sentry.run(cprog("regs", mode))
+    assert got.stdout == b"regs ok\n", got.stdout + got.stderr
+    assert got.returncode == 0
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_memory_calls_match_native(sentry, cprog, mode):
+    prog = cprog("memory", mode)
+    want = native(prog)
+    assert b"FAIL" not in want.stdout  # the program itself is right
+    got = sentry.run(prog)
+    assert got.stdout == want.stdout, got.stderr
+    assert got.returncode == 0
+
+
+def test_ls_la_root(sentry):
+    want = native("/bin/ls", "-la", "--time-style=+", "/usr")
+    got = sentry.run("/bin/ls", "-la", "--time-style=+", "/usr")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == want.stdout
+
+
+def test_ls_root_lists_the_same_names(sentry):
+    want = native("/bin/ls", "-1a", "/")
+    got = sentry.run("/bin/ls", "-1a", "/")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == want.stdout
+
+
+PY_SNIPPET = ("import json, hashlib, sqlite3, math; "
+              "db = sqlite3.connect(':memory:'); db.execute('create table t(x)'); "
+              "db.executemany('insert into t values (?)', [(i,) for i in range(100)]); "
+              "print(json.dumps({'sum': db.execute('select sum(x) from t').fetchone()[0], "
+              "'sha': hashlib.sha256(b'sentry').hexdigest(), 'pi': math.pi}))")
+
+
+def test_python(sentry):
+    argv = ("/usr/bin/python3.11", "-c", PY_SNIPPET)
+    want = native(*argv)
+    got = sentry.run(*argv)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == want.stdout
+
+
+def test_sqlite3(sentry):
+    got = sentry.run("/usr/bin/sqlite3", ":memory:", "select 6*7")
+    assert (got.returncode, got.stdout) == (0, b"42\n"), got.stderr
+
+
+@pytest.mark.skipif(not shutil.which("busybox"), reason="busybox-static is not installed (apt-get install busybox-static)")
+def test_busybox_sha256sum(sentry):
+    argv = (shutil.which("busybox"), "sha256sum", "/etc/passwd")
+    want = native(*argv)
+    got = sentry.run(*argv)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == want.stdout
+
+
+def test_stdin_passes_through(sentry):
+    got = sentry.run("/usr/bin/sqlite3", ":memory:", input=b"select 1+1;\n")
+    assert got.stdout == b"2\n", got.stderr
