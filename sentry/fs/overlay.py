@@ -1,0 +1,478 @@
+"""The overlay: the host rootfs, read-only, under an in-memory upper layer.
+
+In a nutshell: the overlay is a tree of nodes built lazily as the guest
+looks names up. A node found in the host rootfs (the lower layer) records
+its host path relative to the rootfs (``lower``) and reads metadata and
+data from the host through ``HostRoot``. The first change copies up:
+
+- metadata (chmod, chown, utimens, link counts, directory mtimes) into a
+  Sentry-owned ``Stat`` (``meta``);
+- file content (an open for writing, truncate) into a ``bytearray``
+  (``data``); the host file is never opened for writing.
+
+Directories hold a ``children`` dict: every name looked up or created
+(upper entries and cached lower ones) and a ``whiteouts`` set: lower names
+that were deleted. A directory created by the guest has no lower part, so
+it is opaque. Renaming a lower directory moves the node: it keeps reading
+its content from its original host path, and a whiteout hides the old name.
+With ``host=None`` the same classes make a tmpfs (nothing below).
+
+``writable=False`` (``--overlay=none``) makes every mutation fail with
+EROFS.
+
+Lock order: OpenFile.lock > OverlayFS.lock (one lock per file system,
+guarding every namespace change, metadata copy-up and file data write).
+Lookups of cached names take no lock.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat as S
+import threading
+
+from sentry.errors import SyscallError
+from sentry.fs.file import O_ACCMODE, O_RDONLY, O_TRUNC, DirFile, SeekableFile
+from sentry.fs.hostroot import HostRoot
+from sentry.fs.node import BLKSIZE, FileSystem, Node, Stat, dtype_of, err
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+RENAME_WHITEOUT = 4
+OVERLAYFS_SUPER_MAGIC = 0x794C7630
+NAME_MAX = 255
+
+
+class OverlayFS(FileSystem):
+    """An overlay over ``host`` (a host directory) or, with host None, a
+    tmpfs. ``root_mode``: the mode of a tmpfs root."""
+
+    def __init__(self, host: str | None, writable: bool = True, root_mode: int = 0o755):
+        super().__init__()
+        self.host = HostRoot(host) if host is not None else None
+        self.writable = writable
+        self.lock = threading.RLock()
+        if self.host is not None:
+            self.fs_type, self.magic = "overlay", OVERLAYFS_SUPER_MAGIC
+            root = OvDir(self, b"", None)
+        else:
+            root = OvDir(self, None, Stat(S.S_IFDIR | root_mode, dev=self.dev, nlink=2, size=BLKSIZE))
+        self.root = root
+
+    def statfs(self) -> tuple[int, int, int, int, int, int]:
+        if self.host is not None:
+            v = self.host.statvfs()
+            return (v.f_bsize, v.f_blocks, v.f_bfree, v.f_bavail, v.f_files, v.f_ffree)
+        return (BLKSIZE, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20)
+
+    def check_writable(self) -> None:
+        if not self.writable:
+            raise err(errno.EROFS)
+
+    def lower_node(self, rel: bytes, st: os.stat_result) -> "OvNode":
+        fmt = S.S_IFMT(st.st_mode)
+        if fmt == S.S_IFDIR:
+            return OvDir(self, rel, None)
+        if fmt == S.S_IFREG:
+            return OvFile(self, rel, None)
+        if fmt == S.S_IFLNK:
+            return OvSymlink(self, rel, None)
+        return OvSpecial(self, rel, None)
+
+
+class OvNode(Node):
+    """An overlay node: ``lower`` (host path relative to the rootfs, or
+    None), ``meta`` (Sentry-owned metadata once copied up, else None)."""
+
+    __slots__ = ("lower", "meta")
+
+    def __init__(self, fs: OverlayFS, lower: bytes | None, meta: Stat | None):
+        super().__init__(fs)
+        self.lower = lower
+        self.meta = meta
+
+    def stat(self):
+        if self.meta is not None:
+            return self.meta
+        return self.fs.host.lstat(self.lower)
+
+    def own_meta(self) -> Stat:
+        """The Sentry-owned metadata, copied up from the host on first use.
+        Caller holds fs.lock."""
+        if self.meta is None:
+            self.meta = Stat.copy_of(self.fs.host.lstat(self.lower))
+        return self.meta
+
+    def setattr(self, *, mode=None, uid=None, gid=None, size=None, atime_ns=None, mtime_ns=None) -> None:
+        self.fs.check_writable()
+        if size is not None:
+            self.set_size(size)
+        with self.fs.lock:
+            m = self.own_meta()
+            if mode is not None:
+                m.st_mode = S.S_IFMT(m.st_mode) | (mode & 0o7777)
+            if uid is not None:
+                m.st_uid = uid
+            if gid is not None:
+                m.st_gid = gid
+            if atime_ns is not None:
+                m.st_atime_ns = atime_ns
+            if mtime_ns is not None:
+                m.st_mtime_ns = mtime_ns
+            m.touch(mtime=False)
+
+    def set_size(self, size: int) -> None:
+        raise err(errno.EISDIR if self.kind == S.S_IFDIR else errno.EINVAL)
+
+    def change_nlink(self, delta: int) -> None:
+        """Caller holds fs.lock."""
+        m = self.own_meta()
+        m.st_nlink = max(0, m.st_nlink + delta)
+        m.touch(mtime=False)
+
+
+class OvSpecial(OvNode):
+    """A device, FIFO or socket found in the host rootfs: visible, never
+    opened (that would hand the guest a host object)."""
+
+    __slots__ = ()
+
+    def open(self, path, flags, ctx):
+        raise err(errno.EPERM)
+
+
+class OvSymlink(OvNode):
+    __slots__ = ("target",)
+    kind = S.S_IFLNK
+
+    def __init__(self, fs, lower, meta, target: bytes | None = None):
+        super().__init__(fs, lower, meta)
+        self.target = target  # cached (lower) or own (upper) target
+
+    def readlink(self, ctx) -> bytes:
+        t = self.target
+        if t is None:
+            t = self.target = self.fs.host.readlink(self.lower)
+        return t
+
+
+class OvFile(OvNode):
+    """A regular file: ``data`` is its content once copied up (or created
+    in the upper layer); ``version`` counts content changes."""
+
+    __slots__ = ("data", "version")
+    kind = S.S_IFREG
+
+    def __init__(self, fs, lower, meta, data: bytearray | None = None):
+        super().__init__(fs, lower, meta)
+        self.data = data
+        self.version = 0
+
+    def copy_up(self) -> bytearray:
+        """The content in memory, read from the host on first call."""
+        with self.fs.lock:
+            if self.data is None:
+                data = self.fs.host.read_all(self.lower)
+                self.own_meta().set_size(len(data))
+                self.data = data
+            return self.data
+
+    def open(self, path, flags, ctx):
+        if (flags & O_ACCMODE) != O_RDONLY or flags & O_TRUNC:
+            self.fs.check_writable()
+            self.copy_up()
+            if flags & O_TRUNC:
+                self.set_size(0)
+        hostfd = None if self.data is not None else self.fs.host.open(self.lower)
+        return OvRegularFile(self, path, flags, hostfd)
+
+    def set_size(self, size: int) -> None:
+        self.fs.check_writable()
+        data = self.copy_up()
+        with self.fs.lock:
+            if size < len(data):
+                del data[size:]
+            else:
+                data.extend(bytes(size - len(data)))
+            self.meta.set_size(size)
+            self.meta.touch()
+            self.version += 1
+
+    def write_at(self, buf: bytes, offset: int) -> int:
+        data = self.copy_up()
+        with self.fs.lock:
+            end = offset + len(buf)
+            if offset > len(data):
+                data.extend(bytes(offset - len(data)))
+            data[offset:end] = buf
+            if len(data) != self.meta.st_size:
+                self.meta.set_size(len(data))
+            self.meta.touch()
+            self.version += 1
+        return len(buf)
+
+
+class OvRegularFile(SeekableFile):
+    """An open overlay file. Reads come from the node's memory copy if it
+    has one (even if copied up after this open), else from a host fd."""
+
+    __slots__ = ("hostfd", "host_key")
+
+    def __init__(self, node: OvFile, path: str, flags: int, hostfd: int | None):
+        super().__init__(node, path, flags)
+        self.hostfd = hostfd
+        self.host_key = None
+        if hostfd is not None:
+            st = os.fstat(hostfd)
+            self.host_key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def size(self) -> int:
+        data = self.node.data
+        return len(data) if data is not None else self.host_key[3]
+
+    def pread(self, length: int, offset: int) -> bytes:
+        data = self.node.data
+        if data is not None:
+            return bytes(data[offset:offset + length])
+        try:
+            return os.pread(self.hostfd, length, offset)
+        except OSError as e:
+            raise SyscallError(e.errno) from None
+
+    def pwrite(self, data: bytes, offset: int) -> int:
+        return self.node.write_at(data, offset)
+
+    def truncate(self, size: int) -> None:
+        self.node.set_size(size)
+
+    def mmap_identity(self):
+        node = self.node
+        if node.data is not None:
+            return ("upper", id(node.fs), node.meta.st_ino, node.version)
+        return self.host_key
+
+    def release(self) -> None:
+        if self.hostfd is not None:
+            os.close(self.hostfd)
+            self.hostfd = None
+
+
+class OvDir(OvNode):
+    """A directory: ``children`` (names looked up or created: cached lower
+    entries and upper ones), ``whiteouts`` (lower names deleted). With
+    ``lower`` None the directory has nothing below (upper-only, opaque)."""
+
+    __slots__ = ("children", "whiteouts")
+    kind = S.S_IFDIR
+
+    def __init__(self, fs, lower, meta):
+        super().__init__(fs, lower, meta)
+        self.children: dict[bytes, Node] = {}
+        self.whiteouts: set[bytes] = set()
+
+    def open(self, path, flags, ctx):
+        if flags & O_ACCMODE != O_RDONLY:
+            raise err(errno.EISDIR)
+        return DirFile(self, path, flags)
+
+    # --- reading ----------------------------------------------------------
+    def lookup(self, name: bytes, ctx) -> Node:
+        c = self.children.get(name)
+        if c is not None:
+            return c
+        if self.lower is None or name in self.whiteouts:
+            raise err(errno.ENOENT)
+        rel = self.lower + b"/" + name if self.lower else name
+        try:
+            st = self.fs.host.lstat(rel)
+        except SyscallError as e:
+            raise err(errno.ENOENT if e.errno in (errno.ENOENT, errno.ENOTDIR) else e.errno) from None
+        node = self.fs.lower_node(rel, st)
+        if node.kind == S.S_IFDIR:
+            node.parent, node.name = self, name
+        with self.fs.lock:
+            if name in self.whiteouts:  # deleted meanwhile
+                raise err(errno.ENOENT)
+            return self.children.setdefault(name, node)
+
+    def _has(self, name: bytes) -> bool:
+        try:
+            self.lookup(name, None)
+            return True
+        except SyscallError as e:
+            if e.errno == errno.ENOENT:
+                return False
+            raise
+
+    def readdir(self, ctx) -> list[tuple[bytes, int, int]]:
+        out: list[tuple[bytes, int, int]] = []
+        children = dict(self.children)
+        if self.lower is not None:
+            whiteouts = self.whiteouts
+            for name, ino, fmt in self.fs.host.scandir(self.lower):
+                if name in whiteouts:
+                    continue
+                c = children.pop(name, None)
+                if c is not None and (not isinstance(c, OvNode) or c.meta is not None or c.lower is None):
+                    st = c.stat()
+                    out.append((name, st.st_ino, dtype_of(st.st_mode)))
+                    continue
+                if fmt is None:
+                    fmt = S.S_IFMT(self.fs.host.lstat((self.lower + b"/" if self.lower else b"") + name).st_mode)
+                out.append((name, ino, dtype_of(fmt)))
+        for name, c in children.items():
+            st = c.stat()
+            out.append((name, st.st_ino, dtype_of(st.st_mode)))
+        return out
+
+    def is_empty(self) -> bool:
+        return not self.readdir(None)
+
+    # --- changing ---------------------------------------------------------
+    def _add(self, name: bytes, node: Node) -> None:
+        """Caller holds fs.lock and checked the name is free."""
+        if len(name) > NAME_MAX:
+            raise err(errno.ENAMETOOLONG)
+        self.children[name] = node
+        self.whiteouts.discard(name)
+        m = self.own_meta()
+        if node.kind == S.S_IFDIR:
+            node.parent, node.name = self, name
+            m.st_nlink += 1
+        m.touch()
+
+    def _remove(self, name: bytes, node: Node) -> None:
+        """Caller holds fs.lock."""
+        self.children.pop(name, None)
+        if self.lower is not None:
+            self.whiteouts.add(name)
+        m = self.own_meta()
+        if node.kind == S.S_IFDIR:
+            m.st_nlink -= 1
+        m.touch()
+
+    def _new(self, name: bytes, node: OvNode) -> OvNode:
+        fs = self.fs
+        fs.check_writable()
+        with fs.lock:
+            if self._has(name):
+                raise err(errno.EEXIST)
+            self._add(name, node)
+        return node
+
+    def create(self, name, mode, creds):
+        st = Stat(S.S_IFREG | (mode & 0o7777), creds.euid, creds.egid, dev=self.fs.dev)
+        return self._new(name, OvFile(self.fs, None, st, bytearray()))
+
+    def mkdir(self, name, mode, creds):
+        st = Stat(S.S_IFDIR | (mode & 0o7777), creds.euid, creds.egid, dev=self.fs.dev, nlink=2, size=BLKSIZE)
+        return self._new(name, OvDir(self.fs, None, st))
+
+    def symlink(self, name, target, creds):
+        st = Stat(S.S_IFLNK | 0o777, creds.euid, creds.egid, dev=self.fs.dev, size=len(target))
+        return self._new(name, OvSymlink(self.fs, None, st, target))
+
+    def add_node(self, name: bytes, node: Node) -> Node:
+        """Insert a node of another kind (a device) into this directory."""
+        with self.fs.lock:
+            if self._has(name):
+                raise err(errno.EEXIST)
+            self._add(name, node)
+        return node
+
+    def link(self, name, node):
+        if node.kind == S.S_IFDIR:
+            raise err(errno.EPERM)
+        if node.fs is not self.fs:
+            raise err(errno.EXDEV)
+        self.fs.check_writable()
+        with self.fs.lock:
+            if self._has(name):
+                raise err(errno.EEXIST)
+            self._add(name, node)
+            node.change_nlink(+1)
+
+    def unlink(self, name):
+        self.fs.check_writable()
+        with self.fs.lock:
+            node = self.lookup(name, None)
+            if node.kind == S.S_IFDIR:
+                raise err(errno.EISDIR)
+            if self.mounts and name in self.mounts:
+                raise err(errno.EBUSY)
+            self._remove(name, node)
+            node.change_nlink(-1)
+
+    def rmdir(self, name):
+        self.fs.check_writable()
+        with self.fs.lock:
+            node = self.lookup(name, None)
+            if node.kind != S.S_IFDIR:
+                raise err(errno.ENOTDIR)
+            if (self.mounts and name in self.mounts) or node.mounts:
+                raise err(errno.EBUSY)
+            if not node.is_empty():
+                raise err(errno.ENOTEMPTY)
+            self._remove(name, node)
+            node.own_meta().st_nlink = 0
+
+    def rename(self, old, newdir, new, flags):
+        if newdir.fs is not self.fs:
+            raise err(errno.EXDEV)
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == RENAME_NOREPLACE | RENAME_EXCHANGE:
+            raise err(errno.EINVAL)
+        self.fs.check_writable()
+        with self.fs.lock:
+            src = self.lookup(old, None)
+            try:
+                dst = newdir.lookup(new, None)
+            except SyscallError as e:
+                if e.errno != errno.ENOENT:
+                    raise
+                dst = None
+            if (self.mounts and old in self.mounts) or (newdir.mounts and new in newdir.mounts):
+                raise err(errno.EBUSY)
+            if flags & RENAME_EXCHANGE:
+                if dst is None:
+                    raise err(errno.ENOENT)
+                for moved, target in ((src, newdir), (dst, self)):
+                    if moved.kind == S.S_IFDIR:
+                        _check_not_ancestor(moved, target)
+                self._remove(old, src)
+                newdir._remove(new, dst)
+                newdir._add(new, src)
+                self._add(old, dst)
+                return
+            if dst is not None and flags & RENAME_NOREPLACE:
+                raise err(errno.EEXIST)
+            if src is dst:
+                return
+            if src.kind == S.S_IFDIR:
+                _check_not_ancestor(src, newdir)
+                if dst is not None:
+                    if dst.kind != S.S_IFDIR:
+                        raise err(errno.ENOTDIR)
+                    if dst.mounts or not dst.is_empty():
+                        raise err(errno.ENOTEMPTY)
+            elif dst is not None and dst.kind == S.S_IFDIR:
+                raise err(errno.EISDIR)
+            if dst is not None:
+                newdir._remove(new, dst)
+                if dst.kind == S.S_IFDIR:
+                    dst.own_meta().st_nlink = 0
+                else:
+                    dst.change_nlink(-1)
+            self._remove(old, src)
+            newdir._add(new, src)
+            if isinstance(src, OvNode):
+                src.own_meta().touch(mtime=False)
+
+
+def _check_not_ancestor(d: Node, target: Node) -> None:
+    """EINVAL if ``target`` is ``d`` or inside it (a directory cannot be
+    moved into itself)."""
+    n: Node | None = target
+    while n is not None:
+        if n is d:
+            raise err(errno.EINVAL)
+        n = n.parent

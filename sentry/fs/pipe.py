@@ -1,0 +1,170 @@
+"""Pipes: a buffer in the Sentry between a read end and a write end.
+
+In a nutshell: ``Pipe`` holds a bytearray of at most ``capacity`` bytes and
+counts the open read and write ends. The ends never block: a read with
+nothing to read (and a writer left) and a write with no room raise EAGAIN;
+the system-call layer waits on the kernel's wait queues for ``readiness``
+to change (told through ``subscribe``) and retries, unless the file is
+O_NONBLOCK. A read returns b"" (EOF) once the last writer is gone; a write
+fails with EPIPE once no reader is left (the caller sends SIGPIPE); writes
+of at most PIPE_BUF bytes are atomic.
+
+A pipe is also a node (``PipeNode``): /proc/self/fd/N of a pipe jumps to
+it, and opening it makes a new end of the same pipe (bash's /dev/fd/N).
+
+Lock order: Pipe.lock is a leaf; subscriber callbacks run after it is
+released.
+"""
+from __future__ import annotations
+
+import errno
+import stat as S
+import threading
+from typing import Callable
+
+from sentry.errors import SyscallError
+from sentry.fs.file import O_ACCMODE, O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY, POLLERR, POLLHUP, POLLIN, POLLOUT, OpenFile
+from sentry.fs.node import FileSystem, Node, Stat, err
+
+PIPE_BUF = 4096
+PIPE_CAPACITY = 65536
+FIONREAD = 0x541B
+
+
+class PipeFS(FileSystem):
+    fs_type = "pipefs"
+    magic = 0x50495045
+
+
+PIPEFS = PipeFS()
+
+
+class PipeNode(Node):
+    __slots__ = ("pipe", "meta")
+    kind = S.S_IFIFO
+
+    def __init__(self, pipe: "Pipe"):
+        super().__init__(PIPEFS)
+        self.pipe = pipe
+        self.meta = Stat(S.S_IFIFO | 0o600, dev=PIPEFS.dev)
+
+    def stat(self):
+        return self.meta
+
+    def open(self, path, flags, ctx):
+        acc = flags & O_ACCMODE
+        if acc == O_RDWR:
+            raise err(errno.EINVAL)  # Linux allows it; no guest we run needs it
+        cls = PipeReader if acc == O_RDONLY else PipeWriter
+        return cls(self, flags)
+
+
+class Pipe:
+    def __init__(self, capacity: int = PIPE_CAPACITY):
+        self.buf = bytearray()  # guarded by lock
+        self.capacity = capacity
+        self.readers = 0  # open read ends; guarded by lock
+        self.writers = 0
+        self.lock = threading.Lock()
+        self.node = PipeNode(self)
+        self.subscribers: list[Callable[[], None]] = []
+
+    def notify(self) -> None:
+        """Tell subscribers readiness may have changed. Call without lock."""
+        for cb in list(self.subscribers):
+            cb()
+
+
+def new_pipe(flags: int = 0) -> tuple["PipeReader", "PipeWriter"]:
+    """A new pipe's (read end, write end); ``flags`` may hold O_NONBLOCK."""
+    p = Pipe()
+    return PipeReader(p.node, O_RDONLY | (flags & O_NONBLOCK)), PipeWriter(p.node, O_WRONLY | (flags & O_NONBLOCK))
+
+
+class _PipeEnd(OpenFile):
+    __slots__ = ("pipe",)
+    can_block = True
+
+    def __init__(self, node: PipeNode, flags: int):
+        super().__init__(node, f"pipe:[{node.meta.st_ino}]", flags)
+        self.pipe = node.pipe
+
+    def subscribe(self, cb: Callable[[], None]) -> None:
+        with self.pipe.lock:
+            self.pipe.subscribers.append(cb)
+
+    def unsubscribe(self, cb: Callable[[], None]) -> None:
+        with self.pipe.lock:
+            if cb in self.pipe.subscribers:
+                self.pipe.subscribers.remove(cb)
+
+
+class PipeReader(_PipeEnd):
+    __slots__ = ()
+
+    def __init__(self, node: PipeNode, flags: int):
+        super().__init__(node, flags)
+        with self.pipe.lock:
+            self.pipe.readers += 1
+
+    def read(self, length: int) -> bytes:
+        p = self.pipe
+        with p.lock:
+            if not p.buf:
+                if p.writers == 0:
+                    return b""
+                raise SyscallError(errno.EAGAIN)
+            data = bytes(p.buf[:length])
+            del p.buf[:length]
+        p.notify()
+        return data
+
+    def ioctl(self, t, request: int, arg: int) -> int:
+        if request != FIONREAD:
+            raise SyscallError(errno.ENOTTY)
+        t.mm.copy_out(arg, len(self.pipe.buf).to_bytes(4, "little"))
+        return 0
+
+    def readiness(self) -> int:
+        p = self.pipe
+        return (POLLIN if p.buf else 0) | (POLLHUP if p.writers == 0 else 0)
+
+    def release(self) -> None:
+        with self.pipe.lock:
+            self.pipe.readers -= 1
+        self.pipe.notify()
+
+
+class PipeWriter(_PipeEnd):
+    __slots__ = ()
+
+    def __init__(self, node: PipeNode, flags: int):
+        super().__init__(node, flags)
+        with self.pipe.lock:
+            self.pipe.writers += 1
+
+    def write(self, data: bytes) -> int:
+        """Write what fits now (all of ``data`` or nothing if it is at most
+        PIPE_BUF bytes); EAGAIN if nothing fits, EPIPE if no reader."""
+        p = self.pipe
+        with p.lock:
+            if p.readers == 0:
+                raise SyscallError(errno.EPIPE)
+            room = p.capacity - len(p.buf)
+            if room <= 0 or (len(data) <= PIPE_BUF and room < len(data)):
+                raise SyscallError(errno.EAGAIN)
+            chunk = data[:room]
+            p.buf += chunk
+        p.notify()
+        return len(chunk)
+
+    def readiness(self) -> int:
+        p = self.pipe
+        if p.readers == 0:
+            return POLLERR
+        return POLLOUT if p.capacity - len(p.buf) >= PIPE_BUF else 0
+
+    def release(self) -> None:
+        with self.pipe.lock:
+            self.pipe.writers -= 1
+        self.pipe.notify()
