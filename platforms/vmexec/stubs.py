@@ -1,0 +1,191 @@
+"""vmexec stub processes: one per AddressSpace, one stub thread per Context
+that runs in it.
+
+A stub process (stub/stub-vmexec.c) is started by the platform's spawner
+thread (PR_SET_PDEATHSIG follows the thread that forked, so it must be one
+that lives as long as the platform) in fresh user/pid/net/mount/ipc
+namespaces. It holds the MemoryFile as fd 3 and nothing else; its mailbox
+memfd (command page, result page, thread slots) is mapped at
+``VMEXEC_MBOX`` there and at ``self._mbox`` here. Its control thread runs
+the Sentry's commands: ``mmap``/``munmap`` of MemoryFile ranges and
+``clone`` of a new stub thread into a free slot.
+
+Lock order: StubProcess.lock (commands, slots, tids) is a leaf.
+"""
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import threading
+from typing import TYPE_CHECKING
+
+from stub._native import ffi, lib
+
+from platforms.base import PROT_EXEC, PROT_READ, AddressSpace, PlatformError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+_NR_MMAP, _NR_MPROTECT, _NR_MUNMAP, _NR_CLONE = 9, 10, 11, 56
+_MAP_SHARED, _MAP_FIXED = 0x01, 0x10
+_SLOT = lib.VMEXEC_SLOT_SIZE
+
+
+def _fail(what: str, result: int) -> PlatformError:
+    return PlatformError(f"vmexec stub: {what}: {os.strerror(-result) if result < 0 else result}")
+
+
+class StubThread:
+    """A stub thread: one slot of a StubProcess, bound to one Context.
+    ``c`` is the native ``struct sentry_vmexec_thread``."""
+
+    __slots__ = ("process", "slot", "c", "alive")
+
+    def __init__(self, process: StubProcess, slot: int, c) -> None:
+        self.process = process
+        self.slot = slot
+        self.c = c
+        self.alive = True  # False once exited or its process was killed
+
+    def fpstate(self, buf: bytearray, set_: bool) -> None:
+        """Copy the XSAVE area of the thread's current frame out (or in)."""
+        r = lib.sentry_vmexec_fpstate(self.c, ffi.from_buffer(buf), len(buf), int(set_))
+        if r < 0:
+            raise _fail("xsave area", r)
+
+
+class StubProcess(AddressSpace):
+    def __init__(self, stub_path: str, memfd: int, global_fd: int, global_page, spawner: Executor):
+        fd = os.memfd_create("sentry-vmexec-mbox", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, lib.VMEXEC_MBOX_SIZE)
+            self._mbox = mmap.mmap(fd, lib.VMEXEC_MBOX_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            self._mbox_ptr = ffi.from_buffer("uint8_t[]", self._mbox)
+            pid, pidfd = ffi.new("int *"), ffi.new("int *")
+            r = spawner.submit(lib.sentry_vmexec_spawn, stub_path.encode(), memfd, fd, global_fd, pid, pidfd).result()
+        finally:
+            os.close(fd)
+        if r < 0:
+            self._unmap_mbox()
+            raise _fail("spawn", r)
+        self.pid: int = pid[0]
+        self.pidfd: int = pidfd[0]
+        self._global = global_page
+        self._cmd = ffi.cast("struct vmexec_cmd *", self._mbox_ptr)
+        self._res = ffi.cast("struct vmexec_result *", self._mbox_ptr + 4096)
+        self._ret = ffi.new("long *")
+        self.lock = threading.Lock()
+        # Guarded by lock.
+        self._free_slots = list(range(lib.VMEXEC_MAX_THREADS - 1, -1, -1))
+        self._threads: dict[int, StubThread] = {}
+        self._tids = {self.pid}  # host tids of the stub's live threads
+        self.released = False
+        # Wait until the control thread serves commands (confined by then):
+        # an empty mprotect of its own code is a no-op that must succeed.
+        try:
+            with self.lock:
+                r = self._command(_NR_MPROTECT, lib.VMEXEC_TEXT, 0, PROT_READ | PROT_EXEC)
+            if r != 0:
+                raise _fail("start-up", r)
+        except PlatformError:
+            self.release()
+            raise
+
+    # ---- control channel --------------------------------------------------
+
+    def _command(self, nr: int, *args: int) -> int:
+        """Run system call nr in the control thread. Caller holds lock."""
+        if self.released:
+            raise PlatformError("vmexec: address space used after release")
+        r = lib.sentry_vmexec_command(self._cmd, self._res, self.pidfd, nr, *args, *(0,) * (6 - len(args)), self._ret)
+        if r < 0:
+            raise _fail(f"stub {self.pid} died", r)
+        return self._ret[0]
+
+    def map_file(self, addr: int, offset: int, length: int, prot: int) -> None:
+        if prot & PROT_EXEC:
+            prot |= PROT_READ
+        with self.lock:
+            r = self._command(_NR_MMAP, addr, length, prot, _MAP_SHARED | _MAP_FIXED, lib.VMEXEC_FD_MEMORY, offset)
+        if r != addr:
+            raise _fail(f"mmap {addr:#x}+{length:#x}", r if r < 0 else -errno.EFAULT)
+
+    def unmap(self, addr: int, length: int) -> None:
+        with self.lock:
+            r = self._command(_NR_MUNMAP, addr, length)
+        if r < 0:
+            raise _fail(f"munmap {addr:#x}+{length:#x}", r)
+
+    # ---- threads ----------------------------------------------------------
+
+    def new_thread(self) -> StubThread:
+        """Clone a stub thread into a free slot; it waits at its first event
+        (an int3 in stub code) until the first switch overwrites it."""
+        with self.lock:
+            if not self._free_slots:
+                raise PlatformError(f"vmexec: more than {lib.VMEXEC_MAX_THREADS} threads in one address space")
+            slot = self._free_slots.pop()
+            c = ffi.new("struct sentry_vmexec_thread *")
+            lib.sentry_vmexec_thread_init(c, self._mbox_ptr, slot, self._global, self.pid, self.pidfd)
+            base = lib.VMEXEC_MBOX + lib.VMEXEC_SLOTS_OFF + slot * _SLOT
+            self._cmd.ss_sp, self._cmd.ss_flags, self._cmd.ss_size = base + 4096, 0, _SLOT - 4096
+            r = self._command(_NR_CLONE, lib.VMEXEC_CLONE_FLAGS, base + 4096, 0, base, 0)
+            if r <= 0:
+                self._free_slots.append(slot)
+                raise _fail("clone", r)
+            r = lib.sentry_vmexec_wait_event(c)
+            if r < 0:
+                raise _fail("new thread", r)
+            c.tid = self._new_tid()
+            thread = StubThread(self, slot, c)
+            self._threads[slot] = thread
+            return thread
+
+    def _new_tid(self) -> int:
+        """The host tid of the thread just cloned. Caller holds lock."""
+        try:
+            tids = {int(t) for t in os.listdir(f"/proc/{self.pid}/task")}
+        except OSError as e:
+            raise PlatformError(f"vmexec stub {self.pid}: {e}") from None
+        new = tids - self._tids
+        if len(new) != 1:
+            raise PlatformError(f"vmexec stub {self.pid}: cannot identify its new thread ({sorted(new)})")
+        tid = new.pop()
+        self._tids.add(tid)
+        return tid
+
+    def release_thread(self, thread: StubThread) -> None:
+        """End a stopped stub thread and recycle its slot."""
+        with self.lock:
+            if not thread.alive or self.released:
+                return
+            thread.alive = False
+            del self._threads[thread.slot]
+            if lib.sentry_vmexec_exit_thread(thread.c) < 0:
+                return  # not stopped or not dying: leave the slot allocated
+            self._tids.discard(thread.c.tid)
+            self._mbox.madvise(mmap.MADV_REMOVE, lib.VMEXEC_SLOTS_OFF + thread.slot * _SLOT, _SLOT)
+            self._free_slots.append(thread.slot)
+
+    def threads(self) -> list[StubThread]:
+        with self.lock:
+            return list(self._threads.values())
+
+    def release(self) -> None:
+        with self.lock:
+            if self.released:
+                return
+            self.released = True
+            for thread in self._threads.values():
+                thread.alive = False
+            self._threads.clear()
+            lib.sentry_vmexec_kill(self.pid, self.pidfd)
+            # Give the memory back but keep the mapping: a switch racing with
+            # this release reads zeros (VMEXEC_DEAD), never unmapped memory.
+            # The mapping goes when the last StubThread referring to it does.
+            self._mbox.madvise(mmap.MADV_REMOVE)
+
+    def _unmap_mbox(self) -> None:
+        ffi.release(self._mbox_ptr)
+        self._mbox.close()
