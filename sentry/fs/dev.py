@@ -121,14 +121,9 @@ def make_devfs() -> OverlayFS:
         root.add_node(name, DevNode(fs, makedev(ma, mi), lambda node, path, flags, cls=cls: cls(node, path, flags)))
     if _has_tty():
         root.add_node(b"tty", DevNode(fs, makedev(5, 0), _open_tty))
-    creds = _Root()
     for i, name in enumerate((b"stdin", b"stdout", b"stderr")):
-        root.symlink(name, b"/proc/self/fd/%d" % i, creds)
-    root.symlink(b"fd", b"/proc/self/fd", creds)
-    root.mkdir(b"shm", 0o1777, creds)
-    root.mkdir(b"pts", 0o755, creds)
+        root.symlink(name, b"/proc/self/fd/%d" % i, None)
+    root.symlink(b"fd", b"/proc/self/fd", None)
+    root.mkdir(b"shm", 0o1777, None)
+    root.mkdir(b"pts", 0o755, None)
     return fs
-
-
-class _Root:
-    euid = egid = 0

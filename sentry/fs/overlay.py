@@ -56,7 +56,9 @@ class OverlayFS(FileSystem):
             self.fs_type, self.magic = "overlay", OVERLAYFS_SUPER_MAGIC
             root = OvDir(self, b"", None)
         else:
-            root = OvDir(self, None, Stat(S.S_IFDIR | root_mode, dev=self.dev, nlink=2, size=BLKSIZE))
+            st = Stat(S.S_IFDIR | root_mode, dev=self.dev, nlink=2, size=BLKSIZE)
+            st.st_blocks = 0  # as tmpfs shows
+            root = OvDir(self, None, st)
         self.root = root
 
     def statfs(self) -> tuple[int, int, int, int, int, int]:
@@ -361,15 +363,17 @@ class OvDir(OvNode):
         return node
 
     def create(self, name, mode, creds):
-        st = Stat(S.S_IFREG | (mode & 0o7777), creds.euid, creds.egid, dev=self.fs.dev)
+        st = Stat(S.S_IFREG | (mode & 0o7777), *_owner(creds), dev=self.fs.dev)
         return self._new(name, OvFile(self.fs, None, st, bytearray()))
 
     def mkdir(self, name, mode, creds):
-        st = Stat(S.S_IFDIR | (mode & 0o7777), creds.euid, creds.egid, dev=self.fs.dev, nlink=2, size=BLKSIZE)
+        st = Stat(S.S_IFDIR | (mode & 0o7777), *_owner(creds), dev=self.fs.dev, nlink=2, size=BLKSIZE)
+        if self.fs.host is None:
+            st.st_blocks = 0  # as tmpfs shows
         return self._new(name, OvDir(self.fs, None, st))
 
     def symlink(self, name, target, creds):
-        st = Stat(S.S_IFLNK | 0o777, creds.euid, creds.egid, dev=self.fs.dev, size=len(target))
+        st = Stat(S.S_IFLNK | 0o777, *_owner(creds), dev=self.fs.dev, size=len(target))
         return self._new(name, OvSymlink(self.fs, None, st, target))
 
     def add_node(self, name: bytes, node: Node) -> Node:
@@ -466,6 +470,11 @@ class OvDir(OvNode):
             newdir._add(new, src)
             if isinstance(src, OvNode):
                 src.own_meta().touch(mtime=False)
+
+
+def _owner(creds) -> tuple[int, int]:
+    """(uid, gid) for a new file; no creds: the Sentry itself (root)."""
+    return (creds.euid, creds.egid) if creds is not None else (0, 0)
 
 
 def _check_not_ancestor(d: Node, target: Node) -> None:
