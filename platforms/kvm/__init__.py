@@ -1,0 +1,25 @@
+"""kvm: guest ring 3 in a KVM virtual machine; the Sentry is its VMM.
+
+In a nutshell: one VM per Platform (stub/native/kvm.c). Guest-physical
+memory is the MemoryFile (GPA = file offset) plus a private region holding
+the ring0 stub (stub/ring0.S), IDT, GDT, per-vCPU TSS and stacks, and every
+page-table page. Each AddressSpace is a 4-level page table written by the
+Sentry (NX, U/S, 2 MiB pages where aligned); each Context is a vCPU. The
+ring0 stub turns every exception into an `out` to a port naming the vector;
+the VMM reads the iret frame from the vCPU's ring0 stack and, to resume,
+writes a new frame and points RIP at an `iretq`, so a round trip runs two
+ring0 instructions. System calls: on VMX/SVM `syscall` enters the stub at
+LSTAR in ring 0; under kvm_pvm (this host) it jumps to LSTAR at CPL 3, the
+supervisor-only page faults, and #PF with RIP == LSTAR is a system call.
+
+Page tables and kvm_pvm's shadow MMU: a present entry is only ever changed
+by a store the guest's ring0 stub makes (KVM page-tracks it), run on a
+maintenance vCPU owned by the calling thread; see stub/native/kvm.h.
+
+Lock order: the VM's page-table lock (C) is the only lock; Python adds
+none. A Context is driven by one OS thread; ``interrupt`` (any thread)
+sets immediate_exit and signals that thread (SIGRTMIN+6, SA_RESTART).
+"""
+from platforms.kvm.platform import KvmAddressSpace, KvmContext, KvmPlatform
+
+__all__ = ["KvmAddressSpace", "KvmContext", "KvmPlatform"]

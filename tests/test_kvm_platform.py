@@ -1,0 +1,371 @@
+"""The kvm platform on its own: tiny hand-assembled ring-3 guests.
+
+Each guest is assembled at test time (GNU as), written into MemoryFile
+pages and mapped through KvmAddressSpace; the test drives Context.switch
+and checks every event, the register and XSAVE round trips, that munmap
+and mprotect take effect at once (no stale translation), and that close()
+leaves nothing behind.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+import tempfile
+import threading
+
+import pytest
+
+from platforms import base
+from platforms.base import PROT_EXEC, PROT_READ, PROT_WRITE, EventKind
+from sentry.mm.memfile import MemoryFile
+
+RX, RW, R = PROT_READ | PROT_EXEC, PROT_READ | PROT_WRITE, PROT_READ
+CODE, DATA, DATA2 = 0x400000, 0x10000000, 0x10001000
+PAGE, HUGE = 4096, 2 << 20
+XMM0 = 160  # offset of XMM0 in the legacy XSAVE area
+
+kvm_cls = base.lookup("kvm")
+_ok, _why = kvm_cls.available()
+pytestmark = pytest.mark.skipif(not _ok, reason=f"kvm: {_why}")
+
+
+def assemble(src: str) -> bytes:
+    with tempfile.TemporaryDirectory() as d:
+        s, o, b = (os.path.join(d, n) for n in ("g.s", "g.o", "g.bin"))
+        with open(s, "w") as f:
+            f.write(".code64\n" + src + "\n")
+        subprocess.run(["as", "--64", "-o", o, s], check=True)
+        subprocess.run(["objcopy", "-O", "binary", "-j", ".text", o, b], check=True)
+        with open(b, "rb") as f:
+            return f.read()
+
+
+class Guest:
+    """One address space, one context, and helpers to place pages."""
+
+    def __init__(self, platform, memory: MemoryFile):
+        self.platform, self.memory = platform, memory
+        self.aspace = platform.new_address_space()
+        self.ctx = platform.new_context()
+        self.state = platform.new_arch_state()
+
+    def page(self, addr: int, data: bytes = b"", prot: int = RW, length: int = PAGE) -> int:
+        off = self.memory.allocate(length)
+        self.memory.write(off, data)
+        self.aspace.map_file(addr, off, length, prot)
+        return off
+
+    def load(self, src: str, **regs: int) -> None:
+        self.page(CODE, assemble(src), RX)
+        self.state.regs.rip = CODE
+        for name, value in regs.items():
+            setattr(self.state.regs, name, value)
+
+    def run(self, expect: EventKind = EventKind.SYSCALL) -> None:
+        event = self.ctx.switch(self.aspace, self.state)
+        assert event == expect, (event, self.ctx.signal_info)
+
+    def sysret(self, value: int) -> None:
+        self.state.regs.rax = value
+
+
+@pytest.fixture
+def memory():
+    m = MemoryFile()
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def platform(memory):
+    p = kvm_cls(memory)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def guest(platform, memory):
+    return Guest(platform, memory)
+
+
+def code_end(src: str) -> int:
+    return CODE + len(assemble(src))
+
+
+def test_available_names_the_host_kind():
+    ok, why = kvm_cls.available()
+    assert ok and any(k in why for k in ("kvm_pvm", "VMX", "SVM"))
+
+
+def test_syscall_event_and_return_value(guest):
+    first = "mov $110, %eax\n mov $7, %edi\n syscall"
+    guest.load(first + "\n mov %rax, %r12\n mov $60, %eax\n syscall\n ud2")
+    guest.run()
+    r = guest.state.regs
+    assert r.orig_rax == 110 and r.rdi == 7
+    assert r.rip == code_end(first) and r.rcx == r.rip  # rcx/r11 clobbered as on Linux
+    assert r.r11 == r.eflags and r.eflags & 0x200
+    assert (r.cs, r.ss) == (0x33, 0x2B)
+    guest.sysret(4242)
+    guest.run()
+    assert r.orig_rax == 60 and r.r12 == 4242
+
+
+def test_gprs_and_segment_bases_round_trip(guest):
+    guest.page(DATA, struct.pack("<QQ", 0x1122334455667788, 0x99AABBCCDDEEFF00), R)
+    guest.load("mov %fs:0, %rcx\n mov %gs:8, %r11\n mov $39, %eax\n syscall\n ud2")
+    names = "rbx rdx rsi rdi rbp r8 r9 r10 r12 r13 r14 r15 rsp".split()
+    values = {n: 0x1000_0000_0000 + i * 0x1111 for i, n in enumerate(names)}
+    r = guest.state.regs
+    for n, v in values.items():
+        setattr(r, n, v)
+    r.fs_base, r.gs_base = DATA, DATA
+    guest.run()
+    assert {n: getattr(r, n) for n in names} == values
+    assert (r.fs_base, r.gs_base) == (DATA, DATA)
+    # rcx/r11 were clobbered by syscall, after the loads: check what the loads saw
+    guest.load("mov %fs:0, %rbx\n mov %gs:8, %rdx\n mov $39, %eax\n syscall\n ud2")
+    guest.run()
+    assert (r.rbx, r.rdx) == (0x1122334455667788, 0x99AABBCCDDEEFF00)
+
+
+def test_fpu_survives_syscalls_and_other_contexts(platform, memory, guest):
+    guest.load("movq %rdi, %xmm0\n mov $39, %eax\n syscall\n movq %xmm0, %rsi\n mov $60, %eax\n syscall\n ud2",
+               rdi=0x0123456789ABCDEF)
+    guest.run()
+    other = Guest(platform, memory)  # another vCPU clobbers its own xmm0 meanwhile
+    other.load("pxor %xmm0, %xmm0\n pcmpeqd %xmm0, %xmm0\n mov $39, %eax\n syscall\n ud2")
+    other.run()
+    guest.run()
+    assert guest.state.regs.rsi == 0x0123456789ABCDEF
+
+
+def test_xsave_round_trips_exactly(guest):
+    guest.load("mov $39, %eax\n syscall\n movq %xmm0, %rsi\n mov $39, %eax\n syscall\n ud2")
+    guest.run()
+    st = guest.state
+    guest.ctx.read_fpstate(st)
+    before = bytes(st.fpstate)
+    st.fpstate[XMM0:XMM0 + 8] = struct.pack("<Q", 0xFEEDFACECAFEBEEF)
+    st.fpstate[512] |= 2  # XSTATE_BV: SSE state present
+    wanted = bytes(st.fpstate)
+    assert wanted != before
+    st.fp_dirty = True
+    guest.run()
+    assert st.regs.rsi == 0xFEEDFACECAFEBEEF and not st.fp_dirty
+    guest.ctx.read_fpstate(st)
+    assert bytes(st.fpstate) == wanted
+
+
+def fault(guest, src: str, **regs: int):
+    guest.load(src, **regs)
+    guest.run(EventKind.SIGNAL)
+    return guest.ctx.signal_info
+
+
+def test_store_to_unmapped_page_is_sigsegv_with_address(guest):
+    info = fault(guest, f"movq $1, {DATA + 0x10}\n ud2")
+    assert (info.signo, info.code, info.addr, info.access, info.trapno) == (
+        signal.SIGSEGV, 1, DATA + 0x10, PROT_WRITE, 14)
+    assert guest.state.regs.rip == CODE
+
+
+def test_write_to_read_only_page(guest):
+    guest.page(DATA, b"x", R)
+    info = fault(guest, f"mov {DATA}, %rax\n movq $1, {DATA}\n ud2")
+    assert (info.signo, info.code, info.addr, info.access) == (signal.SIGSEGV, 2, DATA, PROT_WRITE)
+    assert guest.state.regs.rax == ord("x")
+
+
+def test_executing_a_data_page_faults(guest):
+    guest.page(DATA, b"\x90\x90", RW)
+    info = fault(guest, f"mov ${DATA}, %rax\n jmp *%rax")
+    assert (info.signo, info.addr, info.access) == (signal.SIGSEGV, DATA, PROT_EXEC)
+
+
+@pytest.mark.parametrize("src, signo, code, at_rip", [
+    ("ud2", signal.SIGILL, 2, True),
+    ("div %ecx", signal.SIGFPE, 1, True),
+    ("hlt", signal.SIGSEGV, 0x80, False),
+    ("int $0x80", None, None, None),
+])
+def test_exceptions_become_signals(guest, src, signo, code, at_rip):
+    info = fault(guest, "xor %ecx, %ecx\n " + src)  # 2 bytes, then the faulting instruction
+    if signo is None:  # int $0x80: #GP on VMX/SVM, #UD under kvm_pvm; a signal either way
+        assert info.signo in (signal.SIGSEGV, signal.SIGILL)
+        return
+    assert (info.signo, info.code) == (signo, code)
+    assert guest.state.regs.rip == CODE + 2
+    assert info.addr == (CODE + 2 if at_rip else 0)
+
+
+def test_int3_is_sigtrap_after_the_instruction(guest):
+    info = fault(guest, "int3\n ud2")
+    assert (info.signo, info.code, info.trapno) == (signal.SIGTRAP, 0x80, 3)
+    assert guest.state.regs.rip == CODE + 1
+
+
+def test_single_step_is_sigtrap(guest):
+    info = fault(guest, "nop\n nop\n ud2", eflags=0x302)
+    assert (info.signo, info.trapno) == (signal.SIGTRAP, 1)
+    assert guest.state.regs.rip == CODE + 1
+
+
+LOAD_TWICE = f"mov {DATA}, %rbx\n mov $39, %eax\n syscall\n mov {DATA}, %rbx\n mov $60, %eax\n syscall\n ud2"
+
+
+def test_munmap_takes_effect_at_once(guest):
+    guest.page(DATA, b"A", R)
+    guest.load(LOAD_TWICE)
+    guest.run()
+    assert guest.state.regs.rbx == ord("A")
+    guest.aspace.unmap(DATA, PAGE)
+    guest.run(EventKind.SIGNAL)
+    assert guest.ctx.signal_info.addr == DATA
+
+
+def test_remap_to_another_page_takes_effect_at_once(guest, memory):
+    guest.page(DATA, b"A", R)
+    guest.load(LOAD_TWICE)
+    guest.run()
+    off = memory.allocate(PAGE)
+    memory.write(off, b"B")
+    guest.aspace.map_file(DATA, off, PAGE, R)
+    guest.run()
+    assert guest.state.regs.rbx == ord("B")
+
+
+def test_mprotect_takes_effect_at_once(guest):
+    off = guest.page(DATA, b"", RW)
+    guest.load(f"movq $1, {DATA}\n mov $39, %eax\n syscall\n movq $2, {DATA}\n mov $60, %eax\n syscall\n ud2")
+    guest.run()
+    guest.aspace.map_file(DATA, off, PAGE, R)
+    guest.run(EventKind.SIGNAL)
+    assert guest.ctx.signal_info.access == PROT_WRITE and guest.ctx.signal_info.code == 2
+    guest.aspace.map_file(DATA, off, PAGE, RW)
+    guest.run()
+    assert guest.memory.read(off, 1) == b"\x02"
+
+
+TOUCH = """
+    mov ${base}, %rdi
+    mov ${n}, %ecx
+1:  movq %rcx, (%rdi)
+    add $4096, %rdi
+    dec %ecx
+    jnz 1b
+    mov $39, %eax
+    syscall
+    jmp {code}
+"""
+
+
+def test_many_pages_mprotect_and_munmap(guest, memory):
+    n = 64  # more changes per leaf table than the tracked-store batch threshold
+    off = guest.page(DATA, b"", RW, n * PAGE)
+    guest.load(TOUCH.format(base=DATA, n=n, code=CODE))
+    guest.run()
+    assert struct.unpack("<Q", memory.read(off + (n - 1) * PAGE, 8))[0] == 1
+    guest.aspace.map_file(DATA, off, n * PAGE, R)
+    guest.state.regs.rip = CODE
+    guest.run(EventKind.SIGNAL)
+    assert guest.ctx.signal_info.addr == DATA and guest.ctx.signal_info.code == 2
+    guest.aspace.map_file(DATA, off, n * PAGE, RW)
+    guest.aspace.unmap(DATA + 10 * PAGE, 40 * PAGE)
+    guest.state.regs.rip = CODE
+    guest.run(EventKind.SIGNAL)
+    assert guest.ctx.signal_info.addr == DATA + 10 * PAGE and guest.ctx.signal_info.code == 1
+
+
+def test_huge_pages_where_aligned_and_splitting(guest, memory):
+    raw = memory.allocate(2 * HUGE)
+    off = (raw + HUGE - 1) & ~(HUGE - 1)
+    addr = 0x40000000
+    guest.aspace.map_file(addr, off, HUGE, RW)
+    assert guest.aspace.lookup(addr + 5 * PAGE) & 0x80  # one 2 MiB entry
+    guest.load(TOUCH.format(base=addr, n=512, code=CODE))
+    guest.run()
+    guest.aspace.unmap(addr + 100 * PAGE, PAGE)  # splits the 2 MiB page
+    assert not guest.aspace.lookup(addr + 100 * PAGE) and guest.aspace.lookup(addr + 101 * PAGE)
+    guest.state.regs.rip = CODE
+    guest.run(EventKind.SIGNAL)
+    assert guest.ctx.signal_info.addr == addr + 100 * PAGE
+    assert struct.unpack("<Q", memory.read(off + 99 * PAGE, 8))[0] == 512 - 99
+    guest.aspace.unmap(addr, HUGE)
+    assert not guest.aspace.lookup(addr + 101 * PAGE)
+
+
+def test_context_moves_between_address_spaces(platform, memory, guest):
+    guest.load("mov $1, %r12\n mov $39, %eax\n syscall\n ud2")
+    second = Guest(platform, memory)
+    second.load("mov $2, %r12\n mov $39, %eax\n syscall\n ud2")
+    for g, want in ((guest, 1), (second, 2), (guest, 1)):
+        g.state.regs.rip = CODE
+        assert guest.ctx.switch(g.aspace, g.state) == EventKind.SYSCALL
+        assert g.state.regs.r12 == want
+
+
+def test_contexts_share_an_address_space(platform, guest):
+    guest.page(DATA, b"", RW)
+    guest.load(f"incq {DATA}\n mov $39, %eax\n syscall\n ud2")
+    other = platform.new_context()
+    st2 = platform.new_arch_state()
+    st2.regs.rip = CODE
+    guest.run()
+    assert other.switch(guest.aspace, st2) == EventKind.SYSCALL
+    assert struct.unpack("<Q", guest.memory.read(guest.aspace.lookup(DATA) & ~0xFFF & (2**52 - 1), 8))[0] == 2
+
+
+def test_interrupt_stops_a_spinning_guest_and_resume_works(guest):
+    guest.page(DATA, b"", RW)
+    guest.load(f"1: cmpq $0, {DATA}\n je 1b\n mov $39, %eax\n syscall\n ud2")
+    done = threading.Event()
+
+    def kicker():
+        while not done.wait(0.01):
+            guest.ctx.interrupt()
+
+    t = threading.Thread(target=kicker)
+    t.start()
+    try:
+        guest.run(EventKind.INTERRUPT)
+    finally:
+        done.set()
+        t.join()
+    assert CODE <= guest.state.regs.rip < CODE + 16
+    off = guest.aspace.lookup(DATA) & 0x000FFFFFFFFFF000
+    guest.memory.write(off, b"\x01")
+    event = guest.ctx.switch(guest.aspace, guest.state)
+    while event == EventKind.INTERRUPT:  # a kick may still be pending
+        event = guest.ctx.switch(guest.aspace, guest.state)
+    assert event == EventKind.SYSCALL and guest.state.regs.orig_rax == 39
+
+
+def _kvm_fds() -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += "kvm" in os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass
+    return n
+
+
+def test_close_leaves_nothing(memory):
+    fds = _kvm_fds()
+    p = kvm_cls(memory)
+    g = Guest(p, memory)
+    g.load("mov $39, %eax\n syscall\n ud2")
+    g.run()
+    assert p.counts() == (2, 1)  # the context and this thread's maintenance vCPU
+    g.ctx.release()
+    g.aspace.release()
+    g.aspace.release()
+    assert p.counts()[1] == 0
+    p.close()
+    p.close()
+    assert _kvm_fds() == fds
+    with open("/proc/self/maps") as f:
+        assert "kvm" not in f.read()
