@@ -1,0 +1,203 @@
+"""/proc, /dev, pipes and the fd table, from Python.
+
+A real ``Task`` and ``ThreadGroup`` stand in a kernel reduced to what
+/proc reads (``tasks`` and ``vfs``); the memory manager is a small object
+holding a bytes image, since /proc only copies argv/env out of it.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import types
+
+import pytest
+
+from sentry.errors import SyscallError
+from sentry.fs.context import FSContext
+from sentry.fs.fdtable import FDTable
+from sentry.fs.file import O_CLOEXEC, O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY, POLLHUP, POLLIN, POLLOUT
+from sentry.fs.pipe import PIPE_BUF, new_pipe
+from sentry.fs.vfs import VFS
+from sentry.kernel.task import Task, ThreadGroup
+
+
+class FakeMM:
+    """Guest memory: ``image`` mapped at ``base``; argv then env."""
+
+    def __init__(self, argv: bytes, env: bytes, base: int = 0x1000):
+        self.image = argv + env
+        self.arg_start, self.arg_end = base, base + len(argv)
+        self.env_start, self.env_end = self.arg_end, self.arg_end + len(env)
+        self.base = base
+
+    def copy_in(self, addr: int, length: int) -> bytes:
+        off = addr - self.base
+        if off < 0 or off + length > len(self.image):
+            raise SyscallError(errno.EFAULT)
+        return self.image[off:off + length]
+
+    def vmas(self):
+        return [types.SimpleNamespace(start=0x400000, end=0x401000, prot=5, shared=False, file_offset=0,
+                                      name="/bin/prog"),
+                types.SimpleNamespace(start=0x7FF0000, end=0x8000000, prot=3, shared=False, file_offset=0,
+                                      name="[stack]")]
+
+
+@pytest.fixture
+def vfs():
+    return VFS("/", "memory")
+
+
+@pytest.fixture
+def task(vfs):
+    kernel = types.SimpleNamespace(tasks={}, vfs=vfs)
+    group = ThreadGroup(7, None, "/usr/bin/python3.11")
+    t = Task(kernel, 7, group, FakeMM(b"prog\0arg\0", b"A=1\0"), FDTable.stdio(),
+             FSContext.initial(vfs, "/usr"), None, None)
+    t.comm = b"prog"
+    group.tasks.append(t)
+    kernel.tasks[7] = t
+    return t
+
+
+def read(vfs, t, path: bytes) -> bytes:
+    f = vfs.open(t.fs, None, path, O_RDONLY, 0, t)
+    try:
+        return f.read(1 << 20)
+    finally:
+        f.decref()
+
+
+def test_proc_self(vfs, task):
+    assert vfs.readlink(task.fs, None, b"/proc/self", task) == b"7"
+    assert vfs.readlink(task.fs, None, b"/proc/self/exe", task) == b"/usr/bin/python3.11"
+    assert vfs.readlink(task.fs, None, b"/proc/self/cwd", task) == b"/usr"
+    assert vfs.lookup(task.fs, None, b"/proc/self/cwd/bin", True, task).kind == 0o040000
+    assert read(vfs, task, b"/proc/self/cmdline") == b"prog\0arg\0"
+    assert read(vfs, task, b"/proc/self/environ") == b"A=1\0"
+    assert read(vfs, task, b"/proc/self/comm") == b"prog\n"
+    assert b"Pid:\t7\n" in read(vfs, task, b"/proc/7/status")
+    assert read(vfs, task, b"/proc/self/stat").startswith(b"7 (prog) R 0 ")
+    maps = read(vfs, task, b"/proc/self/maps").decode().splitlines()
+    assert maps[0].startswith("00400000-00401000 r-xp 00000000 00:00 0") and maps[0].endswith(" /bin/prog")
+    assert maps[1].endswith(" [stack]")
+    assert b"/proc proc" in read(vfs, task, b"/proc/mounts")
+    assert errno.ENOENT == _errno(vfs.lookup, task.fs, None, b"/proc/8", True, task)
+    assert errno.ENOENT == _errno(vfs.lookup, task.fs, None, b"/proc/self", True, None)
+
+
+def test_proc_fd_links(vfs, task):
+    f = vfs.open(task.fs, None, b"/etc/hostname", O_RDONLY, 0, task)
+    fd = task.fds.install(f)
+    listed = {n for n, _, _ in vfs.lookup(task.fs, None, b"/proc/self/fd", True, task).readdir(task)}
+    assert listed == {b"0", b"1", b"2", str(fd).encode()}
+    assert vfs.readlink(task.fs, None, b"/proc/self/fd/%d" % fd, task) == b"/etc/hostname"
+    # a magic link opens the file it stands for, even through /dev/fd
+    assert read(vfs, task, b"/dev/fd/%d" % fd) == open("/etc/hostname", "rb").read()
+    r, w = new_pipe()
+    rfd, wfd = task.fds.install(r), task.fds.install(w)
+    assert vfs.readlink(task.fs, None, b"/proc/self/fd/%d" % rfd, task).startswith(b"pipe:[")
+    w2 = vfs.open(task.fs, None, b"/dev/fd/%d" % wfd, O_WRONLY, 0, task)  # bash's >(...)
+    w2.write(b"via /dev/fd")
+    assert r.read(100) == b"via /dev/fd"
+
+
+def test_proc_system_files(vfs, task):
+    from sentry.fs import proc
+    from sentry.syscalls import system
+
+    # tripwire: /proc and uname(2) tell the same story
+    assert (proc.UTS_RELEASE, proc.UTS_VERSION, proc.HOSTNAME) == (system.UTS_RELEASE, system.UTS_VERSION,
+                                                                    system.HOSTNAME)
+    assert read(vfs, task, b"/proc/sys/kernel/osrelease") == system.UTS_RELEASE + b"\n"
+    assert b"MemTotal:" in read(vfs, task, b"/proc/meminfo")
+    assert b"processor" in read(vfs, task, b"/proc/cpuinfo")
+    assert b"\tproc\n" in read(vfs, task, b"/proc/filesystems")
+    assert read(vfs, task, b"/proc/sys/vm/overcommit_memory") == b"0\n"
+    assert _errno(vfs.open, task.fs, None, b"/proc/cpuinfo", O_WRONLY, 0, task) == errno.EACCES
+    assert _errno(vfs.mkdir, task.fs, None, b"/proc/x", 0o755, task) == errno.EACCES
+
+
+def test_dev(vfs, task):
+    fs = task.fs
+    null = vfs.open(fs, None, b"/dev/null", O_RDWR, 0, task)
+    assert null.read(10) == b"" and null.write(b"gone") == 4
+    assert vfs.open(fs, None, b"/dev/zero", O_RDONLY).read(5) == bytes(5)
+    full = vfs.open(fs, None, b"/dev/full", O_WRONLY)
+    assert _errno(full.write, b"x") == errno.ENOSPC
+    assert len(vfs.open(fs, None, b"/dev/urandom", O_RDONLY).read(32)) == 32
+    st = vfs.lookup(fs, None, b"/dev/null").stat()
+    assert (os.major(st.st_rdev), os.minor(st.st_rdev)) == (1, 3) and st.st_mode & 0o170000 == 0o020000
+    assert vfs.readlink(fs, None, b"/dev/stdout") == b"/proc/self/fd/1"
+    # /dev is writable (tmpfs), the rest of the host's /dev is not there
+    f = vfs.open(fs, None, b"/dev/shm/seg", O_RDWR | 0o100, 0o600)
+    f.write(b"shm")
+    assert _errno(vfs.lookup, fs, None, b"/dev/sda") == errno.ENOENT
+
+
+def test_pipe_semantics():
+    r, w = new_pipe(O_NONBLOCK)
+    assert _errno(r.read, 10) == errno.EAGAIN
+    assert w.readiness() & POLLOUT and not r.readiness() & POLLIN
+    assert w.write(b"hello") == 5
+    assert r.readiness() & POLLIN
+    assert r.read(3) == b"hel" and r.read(10) == b"lo"
+    # fill it: a write of at most PIPE_BUF is all or nothing
+    total = 0
+    while True:
+        try:
+            total += w.write(b"x" * 1000)
+        except SyscallError as e:
+            assert e.errno == errno.EAGAIN
+            break
+    assert total == 65000
+    assert w.write(b"y" * (PIPE_BUF + 1)) == 536  # a large write takes what fits
+    assert len(r.read(1 << 20)) == 65536
+    w.decref()
+    assert r.read(10) == b"" and r.readiness() & POLLHUP  # EOF
+    r2, w2 = new_pipe()
+    r2.decref()
+    assert _errno(w2.write, b"x") == errno.EPIPE
+
+
+def test_fdtable():
+    t = FDTable(limit=8)
+    r, w = new_pipe()
+    assert t.install(r) == 0 and t.install(w, cloexec=True) == 1
+    assert t.install(r.incref(), lowest=5) == 5
+    assert t.get_cloexec(1) and not t.get_cloexec(0)
+    child = t.fork()
+    t.close(5)
+    t.close(0)
+    assert r.refs == 2  # the child still holds it (fds 0 and 5)
+    assert _errno(t.get, 0) == errno.EBADF and child.get(0) is r
+    child.close_on_exec()
+    assert child.fds() == [0, 5]
+    child.close_all()
+    assert r.refs == 0
+    for _ in range(7):
+        t.install(w.incref())
+    assert _errno(t.install, w.incref()) == errno.EMFILE
+    assert _errno(t.close, 99) == errno.EBADF
+    t.install_at(3, r.incref() if r.refs else new_pipe()[0], cloexec=True)
+    assert t.get_cloexec(3)
+
+
+def test_stdio_passthrough():
+    t = FDTable.stdio()
+    assert t.fds() == [0, 1, 2]
+    assert t.get(1).writable and not t.get(0).writable
+    st = t.get(1).stat()
+    assert st.st_mode == os.fstat(1).st_mode  # the host's object, as the host has it
+    t.close(1)  # never closes the Sentry's own stdout
+    os.fstat(1)
+
+
+def _errno(fn, *args) -> int:
+    with pytest.raises(SyscallError) as e:
+        fn(*args)
+    return e.value.errno
+
+
+def test_o_cloexec_value():
+    assert O_CLOEXEC == os.O_CLOEXEC and O_NONBLOCK == os.O_NONBLOCK
