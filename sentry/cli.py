@@ -1,4 +1,5 @@
-"""The command line: `sentry run`, `sentry platforms`, `sentry syscalls`.
+"""The command line: `sentry run`, `sentry platforms`, `sentry syscalls`,
+`sentry trace` (sentry.tracecmd).
 
 A thin layer over ``sentry.sandbox``; every user error is one line on
 stderr and a shell-style exit status (2 usage, 126 cannot execute, 127 not
@@ -9,6 +10,7 @@ import argparse
 import os
 import sys
 
+from sentry import tracecmd
 from sentry.config import Config
 
 
@@ -33,14 +35,23 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=None, help="seed for address randomization (reproducible runs)")
     run.add_argument("--debug", action="store_true", help="report unsupported calls and guest faults")
     run.add_argument("--strace", action="store_true", help="print every guest system call")
+    run.add_argument("--strace-log", metavar="FILE", default=None, help="write the --strace log to FILE (default: stderr)")
+    run.add_argument("--strace-json", metavar="FILE", default=None,
+                     help="write one JSON object per system call and process event to FILE")
+    run.add_argument("--strace-log-size", metavar="BYTES", type=int, default=1024,
+                     help="bytes of each buffer or string shown (default 1024)")
+    run.add_argument("--strace-syscalls", metavar="NAMES", default=None,
+                     help="trace only these system calls (comma-separated)")
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROG ARGS")
     sub.add_parser("platforms", help="list platforms and whether this host can run them")
     sub.add_parser("syscalls", help="list the system-call table with each call's status")
+    tracecmd.add_parser(sub)
     return p
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sentry.sandbox import SandboxError, exit_code, host_environment, run_program
+    from sentry.strace import TraceError
 
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
@@ -57,14 +68,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         key = item.split("=", 1)[0].encode() + b"="
         env = [e for e in env if not e.startswith(key)] + [os.fsencode(item)]
     cwd = args.cwd or (os.getcwd() if args.rootfs == "/" else "/")
-    config = Config(platform=args.platform, rootfs=args.rootfs, overlay=args.overlay, cwd=cwd,
-                    seed=args.seed, debug=args.debug, strace=args.strace)
     try:
+        config = Config(platform=args.platform, rootfs=args.rootfs, overlay=args.overlay, cwd=cwd,
+                        seed=args.seed, debug=args.debug, **_strace_options(args))
         status = run_program(config, [os.fsencode(a) for a in argv], env)
     except SandboxError as e:
         print(f"sentry: {e}", file=sys.stderr)
         return e.exit_code
+    except TraceError as e:
+        print(f"sentry: run: {e}", file=sys.stderr)
+        return 2
     return exit_code(status)
+
+
+def _strace_options(args: argparse.Namespace) -> dict[str, object]:
+    """Config fields for the --strace* flags; any of them turns tracing on."""
+    traced = args.strace or any(v is not None for v in (args.strace_log, args.strace_json, args.strace_syscalls))
+    if not traced:
+        return {}
+    from sentry.strace import parse_syscall_list
+
+    text_log = args.strace_log or ("-" if args.strace or args.strace_json is None else None)
+    names = tuple(sorted(parse_syscall_list(args.strace_syscalls))) if args.strace_syscalls is not None else None
+    return {"strace": True, "strace_log": text_log, "strace_json": args.strace_json,
+            "strace_log_size": max(0, args.strace_log_size), "strace_syscalls": names}
 
 
 def cmd_platforms(args: argparse.Namespace) -> int:
@@ -93,7 +120,8 @@ def cmd_syscalls(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"run": cmd_run, "platforms": cmd_platforms, "syscalls": cmd_syscalls}[args.command]
+    handler = {"run": cmd_run, "platforms": cmd_platforms, "syscalls": cmd_syscalls,
+               "trace": tracecmd.cmd_trace}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:

@@ -15,5 +15,9 @@ class Config:
     env: list[bytes] = field(default_factory=list)
     seed: int | None = None
     debug: bool = False
-    strace: bool = False
+    strace: bool = False  # trace system calls (sentry.strace); the fields below say where
+    strace_log: str | None = "-"  # text log: "-" stderr, a path, or None for none
+    strace_json: str | None = None  # JSON lines (sentry/strace/schema.json), or None
+    strace_log_size: int = 1024  # bytes of each buffer or string shown
+    strace_syscalls: tuple[str, ...] | None = None  # trace only these (None: all)
     memory_limit: int | None = None

@@ -1,0 +1,198 @@
+"""The tracer the run loop calls around every system call, and its sinks.
+
+In a nutshell: ``Tracer.enter(task, entry, args)`` runs before the
+handler: it decodes the arguments with the entry's cached ``Plan``, writes
+the ``E`` line, notes the time, and returns ``after(result)``, which the
+run loop calls after the handler: it decodes what the call filled, writes
+the ``X`` line and the JSON record. A filtered-out call returns None and
+costs one set lookup. ``Tracer.event`` records process events (exec,
+exit, signal...) that the kernel reports.
+
+Lines go to a ``TextSink`` (gVisor's runsc log format) and/or a
+``JsonSink`` (one object per line; schema in schema.json). Each write is
+one whole line under ``Tracer.lock`` (tasks run on several OS threads),
+flushed at once so the trace interleaves correctly with the guest's own
+output and survives a crash.
+
+Lock order: Tracer.lock is a leaf (nothing is taken while holding it;
+guest memory is decoded before taking it).
+"""
+from __future__ import annotations
+
+import errno as _errno
+import json
+import threading
+import time
+from typing import IO, TYPE_CHECKING, Callable
+
+from abi.sysnr import NAMES
+from sentry.kernel.task import ThreadGroup
+from sentry.strace import decode, names
+from sentry.syscalls.spec import Hex, Status, Syscall
+
+if TYPE_CHECKING:
+    from sentry.kernel.task import Task
+
+SCHEMA_VERSION = 1
+# Calls that never return to the caller when they succeed: their JSON
+# record is written on entry, with a null result.
+NORETURN = frozenset({"exit", "exit_group"})
+# The key an event's bare detail value is recorded under.
+_EVENT_VALUE = {"exec": "path", "exit": "status", "signal": "signo", "clone": "tid"}
+
+
+def wait_status_text(status: int) -> str:
+    """``exited 1`` / ``killed by SIGSEGV (core dumped)`` for a wait(2) status."""
+    if status & 0x7F == 0:
+        return f"exited {(status >> 8) & 0xFF}"
+    core = " (core dumped)" if status & 0x80 else ""
+    return f"killed by {names.signal_name(status & 0x7F)}{core}"
+
+
+def _detail_text(kind: str, detail: dict[str, object]) -> str:
+    parts = []
+    for key, value in detail.items():
+        if isinstance(value, str):
+            shown = decode.quote(value.encode("utf-8", "surrogateescape"))
+        elif isinstance(value, (list, tuple)):
+            shown = "[" + ", ".join(decode.quote(str(v).encode("utf-8", "surrogateescape")) for v in value) + "]"
+        else:
+            shown = str(value)
+        if kind == "exit" and key == "status" and isinstance(value, int):
+            shown += f" ({wait_status_text(value)})"
+        parts.append(f"{key}={shown}")
+    return ", ".join(parts)
+
+
+class TextSink:
+    """gVisor's strace log lines: ``I1122 04:51:02.123456  [   1:   1] ls E openat(...)``."""
+
+    def __init__(self, out: IO[str]):
+        self.out = out
+        self._second = -1
+        self._prefix = ""
+
+    def line(self, ts_ns: int, pid: int, tid: int, comm: str, body: str) -> None:
+        sec, ns = divmod(ts_ns, 1_000_000_000)
+        if sec != self._second:
+            self._second, self._prefix = sec, time.strftime("I%m%d %H:%M:%S", time.localtime(sec))
+        self.out.write(f"{self._prefix}.{ns // 1000:06d}  [{pid:4d}:{tid:4d}] {comm} {body}\n")
+        self.out.flush()
+
+
+class JsonSink:
+    """One JSON object per line (schema.json)."""
+
+    def __init__(self, out: IO[str]):
+        self.out = out
+
+    def record(self, obj: dict[str, object]) -> None:
+        self.out.write(json.dumps(obj, separators=(",", ":")) + "\n")
+        self.out.flush()
+
+
+class Tracer:
+    """The run loop calls ``enter`` around each system call, the kernel
+    ``event`` at process events. ``only``: the system call numbers to
+    trace (None: all). ``log_size``: bytes of each buffer or string shown."""
+
+    def __init__(self, text: TextSink | None, jsonl: JsonSink | None, log_size: int = 1024,
+                 only: frozenset[int] | None = None):
+        self.text = text
+        self.jsonl = jsonl
+        self.log_size = log_size
+        self.only = only
+        self.lock = threading.Lock()
+        self._plans: dict[int, decode.Plan] = {}
+        self._unknown: dict[int, Syscall] = {}
+        self._files: list[IO[str]] = []  # owned, closed by close()
+
+    # ------------------------------------------------------------ calls
+    def enter(self, task: "Task", entry: Syscall, args: tuple[int, ...]) -> Callable[[int], None] | None:
+        """Before the handler of ``entry`` runs with raw ``args``: returns
+        ``after(result)`` to call once it has (None: not traced)."""
+        if self.only is not None and entry.number not in self.only:
+            return None
+        plan = self._plans.get(entry.number)
+        if plan is None:
+            plan = self._plans[entry.number] = decode.plan(entry, self.log_size)
+        shown = [pre(task, args, i) for i, pre in enumerate(plan.pre)]
+        ts = time.time_ns()
+        pid, tid, comm = task.group.pid, task.tid, task.comm.decode("utf-8", "replace")
+        name = entry.name
+        if self.text is not None:
+            with self.lock:
+                self.text.line(ts, pid, tid, comm, f"E {name}({', '.join(shown)})")
+        if self.jsonl is not None and name in NORETURN:
+            self._record(ts, pid, tid, comm, entry, args, shown, None, None)
+        start = time.perf_counter_ns()
+
+        def after(result: int) -> None:
+            elapsed = time.perf_counter_ns() - start
+            failed = -4096 < result < 0
+            if not failed:
+                for i, post in plan.post:
+                    shown[i] = post(task, args, i, result)
+            if self.text is not None:
+                out = list(shown)
+                for i in plan.hide_on_exit:
+                    out[i] = "..."
+                line = f"X {name}({', '.join(out)}) = {decode.result_text(result, elapsed)}"
+                with self.lock:
+                    self.text.line(time.time_ns(), pid, tid, task.comm.decode("utf-8", "replace"), line)
+            if self.jsonl is not None:
+                self._record(ts, pid, tid, comm, entry, args, shown, result, elapsed)
+
+        return after
+
+    def unknown(self, task: "Task", nr: int, args: tuple[int, ...]) -> Callable[[int], None] | None:
+        """Trace a call the table lacks (shown as name(6 hex args))."""
+        entry = self._unknown.get(nr)
+        if entry is None:
+            entry = self._unknown[nr] = Syscall(nr, NAMES.get(nr, f"sys_{nr}"), None, (Hex,) * 6, Status.ERROR,
+                                                "not in the table", _errno.ENOSYS, 6)
+        return self.enter(task, entry, args)
+
+    def _record(self, ts: int, pid: int, tid: int, comm: str, entry: Syscall, args: tuple[int, ...],
+                shown: list[str], result: int | None, elapsed: int | None) -> None:
+        failed = result is not None and -4096 < result < 0
+        obj = {"v": SCHEMA_VERSION, "type": "syscall", "ts_ns": ts, "pid": pid, "tid": tid, "comm": comm,
+               "nr": entry.number, "name": entry.name, "args": shown, "raw_args": [f"{a:#x}" for a in args],
+               "result": result, "errno": names.errno_name(-result) if failed else None, "duration_ns": elapsed}
+        with self.lock:
+            self.jsonl.record(obj)  # type: ignore[union-attr]
+
+    # ------------------------------------------------------------ events
+    def event(self, subject: "Task | ThreadGroup", kind: str, detail: object) -> None:
+        """A process event of a task (or of a whole thread group, e.g. its
+        exit). ``kind``: one of schema.json's event types (exec, exit,
+        signal, clone). ``detail``: a JSON-able dict, or the kind's one
+        natural value: exec the path (str), exit the wait(2) status (int),
+        signal the signal number (int)."""
+        ts = time.time_ns()
+        if isinstance(subject, ThreadGroup):
+            pid = tid = subject.pid
+            comm = (subject.tasks[0].comm if subject.tasks else subject.exe.rsplit("/", 1)[-1].encode()[:15])
+        else:
+            pid, tid, comm = subject.group.pid, subject.tid, subject.comm
+        if not isinstance(detail, dict):
+            detail = {_EVENT_VALUE.get(kind, "value"): detail}
+        name = comm.decode("utf-8", "replace")
+        with self.lock:
+            if self.text is not None:
+                self.text.line(ts, pid, tid, name, f"P {kind}({_detail_text(kind, detail)})")
+            if self.jsonl is not None:
+                self.jsonl.record({"v": SCHEMA_VERSION, "type": kind, "ts_ns": ts, "pid": pid, "tid": tid,
+                                   "comm": name, "detail": detail})
+
+    # ------------------------------------------------------------ lifetime
+    def own(self, f: IO[str]) -> None:
+        """Close ``f`` with the tracer."""
+        self._files.append(f)
+
+    def close(self) -> None:
+        with self.lock:
+            for f in self._files:
+                f.close()
+            self._files.clear()
+            self.text = self.jsonl = None
