@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 
 from platforms import base
 from sentry.errors import ExecError
@@ -35,50 +34,30 @@ def pick_platform(name: str) -> type[base.Platform]:
 
 
 def run_program(config: Config, argv: list[bytes], envp: list[bytes]) -> int:
-    """Run argv in a new sandbox; return the guest's wait(2) status."""
+    """Run argv in a new sandbox; return the init process's wait(2) status."""
     kernel = Kernel(config, pick_platform(config.platform))
-    tracer = None
     if config.strace:
         from sentry.strace import make_tracer
 
-        tracer = make_tracer(config)
-    outcome: dict[str, object] = {}
-
-    from sentry.kernel.run import run_task
-
-    def task_thread() -> None:
-        try:
-            task = kernel.start(argv, envp)
-        except ExecError as e:
-            outcome["exec_error"] = e
-            return
-        try:
-            outcome["status"] = run_task(task, tracer)
-        except BaseException as e:  # a Sentry bug: report it, end the sandbox
-            outcome["crash"] = e
-
+        kernel.tracer = make_tracer(config)
     sys.setswitchinterval(0.001)
-    thread = threading.Thread(target=task_thread, name="task-1", daemon=True)
-    thread.start()
     try:
-        while thread.is_alive():
-            thread.join(0.5)
+        try:
+            kernel.start(argv, envp)
+        except ExecError as e:
+            raise SandboxError(e.message, exec_error_status(e)) from None
+        while not kernel.done.wait(0.5):
+            pass
     finally:
-        if "status" in outcome or "exec_error" in outcome:
-            kernel.close()
-    if "exec_error" in outcome:
-        e = outcome["exec_error"]
-        assert isinstance(e, ExecError)
-        raise SandboxError(e.message, exec_error_status(e))
-    if "crash" in outcome:
-        crash = outcome["crash"]
+        kernel.close()
+    if kernel.crash is not None:
         if config.debug:
             import traceback
 
-            traceback.print_exception(crash)
-        raise SandboxError(f"internal error: {type(crash).__name__}: {crash}", 125)
-    status = outcome["status"]
-    assert isinstance(status, int)
+            traceback.print_exception(kernel.crash)
+        raise SandboxError(f"internal error: {type(kernel.crash).__name__}: {kernel.crash}", 125)
+    status = kernel.init_status
+    assert status is not None
     return status
 
 

@@ -1,20 +1,30 @@
-"""Kernel: the state one sandbox shares, and starting its first process.
+"""Kernel: what one sandbox shares — the MemoryFile, page cache, VFS,
+platform, and the PID table — and the life of tasks and processes.
 
-Lock order: Kernel.lock > MemoryManager.lock > MemoryFile._lock.
+In a nutshell: every task runs on its own OS thread (``spawn``), from the
+first switch to its exit. A process (ThreadGroup) exits when its last task
+does: it becomes a zombie, its children go to init (PID 1), its parent
+gets SIGCHLD and a wake-up on ``child_events``. When init exits the
+sandbox ends: every other task is killed, every stub reaped (``close``).
+
+Lock order: Kernel.lock > MemoryManager.lock > COW_LOCK > MemoryFile._lock.
 """
 from __future__ import annotations
 
 import random
+import signal as S
 import sys
 import threading
+import time
 
 from platforms.base import Platform
 from sentry.config import Config
-from sentry.errors import ExecError
+from sentry.errors import ExecError, GuestExit
 from sentry.fs.context import FSContext
 from sentry.fs.fdtable import FDTable
 from sentry.fs.vfs import VFS
-from sentry.kernel.task import Task, ThreadGroup
+from sentry.kernel import signals
+from sentry.kernel.task import Task, ThreadGroup, killed_status
 from sentry.mm.memfile import MemoryFile
 from sentry.mm.mm import MemoryManager
 from sentry.mm.pagecache import PageCache
@@ -28,13 +38,19 @@ class Kernel:
         self.platform = platform_cls(self.memory)
         self.vfs = VFS(rootfs=config.rootfs, overlay=config.overlay)
         self.rng = random.Random(config.seed)
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self._next_pid = 1
-        self.tasks: dict[int, Task] = {}
+        self.tasks: dict[int, Task] = {}  # guarded by lock
+        self.groups: dict[int, ThreadGroup] = {}  # live and zombie; guarded by lock
+        self.init: ThreadGroup | None = None
         self.reported_enosys: set[int] = set()
-        self.debug_out = sys.stderr
-        self.boot_time_ns = 0
+        self.tracer = None  # sentry.strace hook, or None
+        self.done = threading.Event()  # set when init has exited
+        self.init_status: int | None = None
+        self.crash: BaseException | None = None
+        self.boot_ns = time.monotonic_ns()
 
+    # ------------------------------------------------------------ helpers
     def allocate_pid(self) -> int:
         with self.lock:
             pid = self._next_pid
@@ -47,11 +63,17 @@ class Kernel:
 
     def debug(self, message: str) -> None:
         if self.config.debug:
-            print(f"sentry: {message}", file=self.debug_out, flush=True)
+            print(f"sentry: {message}", file=sys.stderr, flush=True)
 
+    def group(self, pid: int) -> ThreadGroup | None:
+        with self.lock:
+            g = self.groups.get(pid)
+            return g if g is not None and not g.zombie else None
+
+    # --------------------------------------------------------------- exec
     def exec_into(self, task: Task, path: bytes, argv: list[bytes], envp: list[bytes]) -> None:
-        """Replace ``task``'s program (execve). Raises ExecError; on error
-        the task's old image is untouched."""
+        """Replace ``task``'s program (execve), from the task's own thread.
+        Raises ExecError; on error the old image is untouched."""
         from loader.exec import load
 
         mm = self.new_mm()
@@ -60,34 +82,192 @@ class Kernel:
         except BaseException:
             mm.release()
             raise
+        self._kill_other_threads(task)
         old, task.mm = task.mm, mm
         if old is not None:
-            old.release()
+            self._drop_mm(old, task)
         task.group.exe = image.exe_path
         task.comm = image.exe_path.rsplit("/", 1)[-1].encode()[:15]
-        regs = self.platform.new_arch_state()
-        regs.regs.rip = image.entry
-        regs.regs.rsp = image.stack_pointer
-        task.arch = regs
+        state = self.platform.new_arch_state()
+        state.regs.rip = image.entry
+        state.regs.rsp = image.stack_pointer
+        task.arch = state
         task.fds.close_on_exec()
+        for sig, action in enumerate(task.group.sigactions):
+            if action.handler > 1:  # handlers are reset; SIG_IGN stays
+                task.group.sigactions[sig] = signals.SigAction()
+        task.sigaltstack = (0, signals.SS_DISABLE, 0)
+        self._release_vfork(task)
+        if self.tracer is not None:
+            self.tracer.event(task, "exec", image.exe_path)
 
-    def start(self, argv: list[bytes], envp: list[bytes]) -> Task:
-        """Create PID 1 running argv[0]. Raises ExecError."""
+    def _kill_other_threads(self, task: Task) -> None:
+        with self.lock:
+            others = [t for t in task.group.tasks if t is not task]
+        for t in others:
+            t.pending |= signals.bit(S.SIGKILL)
+            signals.wake(t)
+        for t in others:
+            while not t.exited:
+                time.sleep(0.001)
+
+    def _drop_mm(self, mm: MemoryManager, leaving: Task) -> None:
+        with self.lock:
+            shared = any(t.mm is mm for t in self.tasks.values() if t is not leaving and not t.exited)
+        if not shared:
+            mm.release()
+
+    def _release_vfork(self, task: Task) -> None:
+        if task.vfork_parent is not None:
+            parent, task.vfork_parent = task.vfork_parent, None
+            task.vfork_done = True
+            task.group.child_events.notify()
+            parent.group.child_events.notify()
+
+    # -------------------------------------------------------------- start
+    def start(self, argv: list[bytes], envp: list[bytes]) -> None:
+        """Start PID 1 running argv; returns once it has exec'd (or raises
+        ExecError: the program could not start)."""
         pid = self.allocate_pid()
         group = ThreadGroup(pid, None, "")
+        group.start_ns = time.monotonic_ns()
         fs = FSContext.initial(self.vfs, self.config.cwd)
         task = Task(self, pid, group, None, FDTable.stdio(), fs, None, self.platform.new_context())  # type: ignore[arg-type]
         group.tasks.append(task)
-        self.exec_into(task, argv[0], argv, envp)
-        self.tasks[pid] = task
-        return task
+        with self.lock:
+            self.tasks[pid] = task
+            self.groups[pid] = group
+            self.init = group
+        started: dict[str, object] = {}
+        ready = threading.Event()
+
+        def setup() -> None:
+            try:
+                self.exec_into(task, argv[0], argv, envp)
+            except ExecError as e:
+                started["error"] = e
+                raise GuestExit(127 << 8)
+            finally:
+                ready.set()
+
+        self.spawn(task, setup)
+        ready.wait()
+        if "error" in started:
+            self.done.wait()
+            raise started["error"]  # type: ignore[misc]
+
+    def spawn(self, task: Task, setup=None) -> None:
+        """Run ``task`` on a new OS thread; ``setup`` runs first, there."""
+        threading.Thread(target=self._task_main, args=(task, setup), name=f"task-{task.tid}", daemon=True).start()
+
+    def _task_main(self, task: Task, setup) -> None:
+        from sentry.kernel.run import run_task
+
+        status = 0
+        try:
+            if setup is not None:
+                setup()
+            status = run_task(task)
+        except GuestExit as e:
+            status = e.status
+        except BaseException as e:  # a Sentry bug: end the sandbox, report it
+            self.crash = self.crash or e
+            status = killed_status(S.SIGKILL)
+            if self.init is not None:
+                self.exit_group(self.init, status)
+        finally:
+            self._task_exited(task, status)
+
+    # --------------------------------------------------------------- exit
+    def exit_group(self, group: ThreadGroup, status: int) -> None:
+        """Begin the exit of every task of ``group`` with wait status
+        ``status`` (the first exit wins)."""
+        with self.lock:
+            if group.exit_status is None:
+                group.exit_status = status
+            tasks = list(group.tasks)
+        for t in tasks:
+            signals.wake(t)
+
+    def _task_exited(self, task: Task, status: int) -> None:
+        """The task's thread is ending. Tear down what it alone held."""
+        if task.clear_child_tid and task.mm is not None:
+            try:
+                task.mm.write_u32(task.clear_child_tid, 0)
+                from sentry.syscalls.futex import wake_address
+
+                wake_address(task, task.clear_child_tid, 1)
+            except Exception:
+                pass  # the guest unmapped it: nothing to clear
+        try:
+            task.context.release()
+        except Exception:
+            pass  # the stub is already gone
+        group = task.group
+        with self.lock:
+            task.exited = True
+            group.tasks.remove(task)
+            self.tasks.pop(task.tid, None)
+            last = not group.tasks
+            if last and group.exit_status is None:
+                group.exit_status = status
+        if task.mm is not None:
+            self._drop_mm(task.mm, task)
+        self._release_vfork(task)
+        if not last:
+            return
+        with self.lock:
+            fds_shared = any(t.fds is task.fds for t in self.tasks.values())
+        if not fds_shared:
+            task.fds.close_all()
+        self._become_zombie(group)
+
+    def _become_zombie(self, group: ThreadGroup) -> None:
+        with self.lock:
+            group.zombie = True
+            init = self.init
+            for child in group.children:
+                child.parent = init if init is not group else None
+                if init is not None and init is not group:
+                    init.children.append(child)
+            group.children = []
+            parent = group.parent
+            autoreap = parent is not None and (
+                parent.sigactions[S.SIGCHLD].handler == 1
+                or parent.sigactions[S.SIGCHLD].flags & signals.SA_NOCLDWAIT)
+            if parent is None or autoreap:
+                self.groups.pop(group.pid, None)
+                if parent is not None:
+                    parent.children.remove(group)
+        if self.tracer is not None:
+            self.tracer.event(group, "exit", group.exit_status)
+        if group is self.init:
+            self.init_status = group.exit_status
+            self._end_sandbox()
+            return
+        if parent is not None:
+            status = group.exit_status or 0
+            code = signals.CLD_EXITED if not status & 0x7F else (
+                signals.CLD_DUMPED if status & 0x80 else signals.CLD_KILLED)
+            info = signals.siginfo(S.SIGCHLD, code, pid=group.pid, uid=group.creds.uid,
+                                   status=(status >> 8) & 0xFF if code == signals.CLD_EXITED else status & 0x7F)
+            if group.exit_signal:
+                signals.send(self, parent, group.exit_signal, info)
+            parent.child_events.notify()
+
+    def _end_sandbox(self) -> None:
+        with self.lock:
+            groups = [g for g in self.groups.values() if not g.zombie]
+        for g in groups:
+            self.exit_group(g, killed_status(S.SIGKILL))
+        self.done.set()
 
     def close(self) -> None:
-        for task in list(self.tasks.values()):
-            if task.mm is not None:
-                task.mm.release()
-            task.context.release()
-        self.tasks.clear()
+        """After the sandbox ended: wait briefly for task threads, then
+        release every stub and the MemoryFile."""
+        deadline = time.monotonic() + 5
+        while self.tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
         self.platform.close()
         self.memory.close()
 

@@ -4,22 +4,22 @@ This is the fast path: no trio, no allocation beyond what the handler
 needs, the table looked up by list index. ``SyscallError`` becomes
 ``-errno`` here and nowhere else; any other exception is a Sentry bug and
 ends the sandbox with a report (never a made-up errno for the guest).
+Signals are delivered here, at the return to the guest, only when one is
+pending: the common path costs one attribute test.
 """
 from __future__ import annotations
 
 import errno
-from typing import Callable
+import signal as S
 
 from platforms.base import EventKind
-from sentry.errors import GuestExit, SyscallError
-from sentry.kernel.task import Task, killed_status
-from sentry.syscalls.spec import Syscall
+from sentry.errors import SyscallError
+from sentry.kernel import signals
+from sentry.kernel.task import Task
 from sentry.syscalls.table import dispatch_list
 
 _MASK = (1 << 64) - 1
-# The tracer hook: called as tracer(task, entry, args) before and returns a
-# callable(result) to call after each system call (sentry.strace).
-Tracer = Callable[[Task, Syscall, tuple[int, ...]], Callable[[int], None]]
+_SYSCALL, _SIGNAL = EventKind.SYSCALL, EventKind.SIGNAL
 
 
 def _unknown(task: Task, nr: int) -> int:
@@ -32,41 +32,55 @@ def _unknown(task: Task, nr: int) -> int:
     return -errno.ENOSYS
 
 
-def run_task(task: Task, tracer: Tracer | None = None) -> int:
-    """Run ``task`` until its thread group exits; return the wait status."""
+def run_task(task: Task) -> int:
+    """Run ``task`` until it exits; return its wait status (raises
+    GuestExit for the same)."""
     table = dispatch_list()
+    tracer = task.kernel.tracer
     context = task.context
-    try:
-        while True:
-            kind = context.switch(task.mm.space, task.arch)
-            if kind is EventKind.SYSCALL:
-                regs = task.arch.regs
-                nr = regs.orig_rax
-                entry = table[nr] if nr < len(table) else None
-                if entry is None:
-                    result = _unknown(task, nr)
-                else:
-                    n = entry.nargs
-                    args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)[:n] if n else ()
-                    after = tracer(task, entry, args) if tracer is not None else None
-                    handler = entry.handler
-                    try:
-                        result = handler(task, *args) if handler is not None else -entry.errno
-                    except SyscallError as e:
-                        result = -e.errno
-                    if after is not None:
-                        after(result)
-                task.arch.regs.rax = result & _MASK
-            elif kind is EventKind.SIGNAL:
-                deliver_fault(task)
-    except GuestExit as e:
-        return e.status
+    group = task.group
+    while True:
+        kind = context.switch(task.mm.space, task.arch)
+        result = None
+        if kind is _SYSCALL:
+            regs = task.arch.regs
+            nr = regs.orig_rax
+            entry = table[nr] if nr < len(table) else None
+            if entry is None:
+                result = _unknown(task, nr)
+            else:
+                n = entry.nargs
+                args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)[:n] if n else ()
+                after = tracer.enter(task, entry, args) if tracer is not None else None
+                handler = entry.handler
+                try:
+                    result = handler(task, *args) if handler is not None else -entry.errno
+                except SyscallError as e:
+                    result = -e.errno
+                if after is not None:
+                    after(result)
+            task.arch.regs.rax = result & _MASK
+        elif kind is _SIGNAL:
+            _fault(task)
+        if task.pending or group.pending or group.exit_status is not None:
+            signals.deliver(task, result)
 
 
-def deliver_fault(task: Task) -> None:
-    """A synchronous signal from the guest's own execution. Handlers are
-    not run yet (issue 3): the default action, termination, applies."""
+def _fault(task: Task) -> None:
+    """A synchronous fault: a copy-on-write page the Sentry resolves, or a
+    signal for the guest (forced: a blocked or ignored fault signal kills,
+    as on Linux)."""
     info = task.context.signal_info
+    if info.signo == S.SIGSEGV and task.mm.handle_fault(info.addr):
+        return
+    if info.signo == S.SIGSTOP:
+        return
     task.kernel.debug(f"task {task.tid}: signal {info.signo} (code {info.code}, addr {info.addr:#x}) "
                       f"at rip {task.arch.regs.rip:#x}")
-    raise GuestExit(killed_status(info.signo))
+    bit = signals.bit(info.signo)
+    action = task.group.sigactions[info.signo]
+    if task.signal_mask & bit or action.handler == 1:
+        task.group.sigactions[info.signo] = signals.SigAction()
+        task.signal_mask &= ~bit
+    task.pending |= bit
+    task.siginfo[info.signo] = signals.siginfo(info.signo, info.code, addr=info.addr)

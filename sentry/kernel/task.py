@@ -51,19 +51,33 @@ class SigAction:
 
 class ThreadGroup:
     """A guest process: its pid (the leader's tid), its parent, signal
-    dispositions, credentials and the path of the program it runs."""
+    dispositions, credentials and the path of the program it runs.
+
+    Guarded by Kernel.lock: tasks, children, parent, exit_status, zombie,
+    pending. Lifecycle: live → exiting (exit_status set, tasks being torn
+    down) → zombie (no tasks left, waiting for its parent's wait4) → reaped.
+    """
 
     def __init__(self, pid: int, parent: "ThreadGroup | None", exe: str):
+        from sentry.kernel.wait import WaitQueue
+
         self.pid = pid
         self.parent = parent
         self.exe = exe  # path inside the sandbox, for /proc/self/exe
-        self.pgid = pid
-        self.sid = pid
-        self.creds = Credentials()
-        self.sigactions: list[SigAction] = [SigAction() for _ in range(65)]  # shared
+        self.pgid = parent.pgid if parent else pid
+        self.sid = parent.sid if parent else pid
+        self.creds = Credentials() if parent is None else Credentials(**vars(parent.creds))
+        self.sigactions: list[SigAction] = [SigAction() for _ in range(65)]  # shared by CLONE_SIGHAND
         self.tasks: list[Task] = []
-        self.exit_status: int | None = None  # wait(2) status once exited
-        self.rlimits: dict[int, tuple[int, int]] = {}
+        self.children: list[ThreadGroup] = []
+        self.exit_status: int | None = None  # wait(2) status once exiting
+        self.zombie = False
+        self.exit_signal = 17  # SIGCHLD: sent to the parent at exit
+        self.pending = 0  # process-directed signals (bitmask, bit signo-1)
+        self.siginfo: dict[int, bytes] = {}  # signo -> siginfo_t for pending signals
+        self.child_events = WaitQueue()  # a child exited (wait4 waits here)
+        self.rlimits: dict[int, tuple[int, int]] = dict(parent.rlimits) if parent else {}
+        self.start_ns = 0
 
 
 class Task:
@@ -81,9 +95,21 @@ class Task:
         self.context = context
         self.comm: bytes = b""  # at most 15 bytes, as in prctl(PR_SET_NAME)
         self.signal_mask = 0
+        self.pending = 0  # thread-directed signals (bitmask, bit signo-1)
+        self.siginfo: dict[int, bytes] = {}
+        self.saved_mask: int | None = None  # restored after a sigsuspend-style handler run
+        self.wait_scope = None  # the trio cancel scope of a blocking wait (sentry.kernel.wait)
         self.clear_child_tid = 0
         self.robust_list = (0, 0)
         self.sigaltstack = (0, 2, 0)  # ss_sp, ss_flags (SS_DISABLE), ss_size
+        self.vfork_parent: "Task | None" = None  # released at exec or exit
+        self.vfork_done = False
+        self.exited = False
+
+    def signal_pending(self) -> bool:
+        """A signal is deliverable now (or the process is exiting)."""
+        group = self.group
+        return bool((self.pending | group.pending) & ~self.signal_mask) or group.exit_status is not None
 
     @property
     def pid(self) -> int:

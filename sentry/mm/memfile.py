@@ -67,9 +67,11 @@ class MemoryFile:
         if _libc.fallocate(self.fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length):
             raise OSError(ctypes.get_errno(), "fallocate(PUNCH_HOLE) on the MemoryFile")
         with self._lock:
-            self.allocated -= length
             i = bisect.bisect_left(self._free_starts, offset)
             end = offset + length
+            if (i > 0 and self._free_ends[i - 1] > offset) or (i < len(self._free_starts) and self._free_starts[i] < end):
+                raise AssertionError(f"MemoryFile: double free of [{offset:#x}, {end:#x})")
+            self.allocated -= length
             if i > 0 and self._free_ends[i - 1] == offset:
                 i -= 1
                 self._free_ends[i] = end

@@ -14,8 +14,15 @@ offset, length) across the sandbox — the page cache — so ``libc.so`` is
 read once per sandbox. Such a backing is never writable: mprotect adding
 PROT_WRITE copies it first (copy-on-write, done eagerly).
 
+Fork is copy-on-write in the Sentry, as in gVisor: the child gets the
+parent's VMAs over the same backings, and private writable VMAs of both
+are marked ``cow`` and mapped read-only on the host. The first write fault
+(``handle_fault``) — or a Sentry write (``copy_out``) — copies the chunk
+around the address (``COW_CHUNK``) into a backing of its own.
+
 Locking: an mm is used by the threads of one process; ``lock`` guards the
-VMA list. Lock order: MemoryManager.lock > MemoryFile._lock.
+VMA list. Backings shared between mms by fork are guarded by ``COW_LOCK``.
+Lock order: MemoryManager.lock > COW_LOCK > MemoryFile._lock.
 """
 from __future__ import annotations
 
@@ -34,6 +41,8 @@ if TYPE_CHECKING:
     from sentry.mm.pagecache import PageCache
 
 PAGE = 4096
+COW_CHUNK = 64 * PAGE
+COW_LOCK = threading.RLock()  # guards Backing.refs across mms
 PROT_ALL = PROT_READ | PROT_WRITE | PROT_EXEC
 MAP_SHARED, MAP_PRIVATE = 0x01, 0x02
 MAP_FIXED, MAP_ANONYMOUS = 0x10, 0x20
@@ -53,13 +62,14 @@ class Backing:
     """A MemoryFile range shared by the VMA pieces that map it.
     ``cache_key`` is set for page-cache backings (never written)."""
 
-    __slots__ = ("offset", "length", "refs", "cache_key")
+    __slots__ = ("offset", "length", "refs", "cache_key", "forked")
 
     def __init__(self, offset: int, length: int, cache_key: Hashable | None = None):
         self.offset = offset
         self.length = length
-        self.refs = 0
+        self.refs = 0  # VMA pieces (in any mm) mapping part of it; guarded by COW_LOCK once forked
         self.cache_key = cache_key
+        self.forked = False  # shared by fork: parts are never zeroed while refs > 0
 
 
 class MappedFile:
@@ -83,19 +93,25 @@ class VMA:
     file: MappedFile | None = None
     file_offset: int = 0
     name: str = ""  # "[heap]", "[stack]", a path, or ""
+    cow: bool = False  # private, writable, backing shared with another mm since a fork
 
     @property
     def memfd_offset(self) -> int:
         return self.backing.offset + self.backing_offset
 
+    @property
+    def host_prot(self) -> int:
+        """The protection the platform maps: no write while copy-on-write."""
+        return self.prot & ~PROT_WRITE if self.cow else self.prot
+
     def slice(self, start: int, end: int) -> "VMA":
         delta = start - self.start
         return VMA(start, end, self.prot, self.shared, self.backing, self.backing_offset + delta,
-                   self.file, self.file_offset + delta if self.file else 0, self.name)
+                   self.file, self.file_offset + delta if self.file else 0, self.name, self.cow)
 
 
 class MemoryManager:
-    def __init__(self, memory: MemoryFile, space: AddressSpace, cache: "PageCache",
+    def __init__(self, memory: MemoryFile, space: AddressSpace | None, cache: "PageCache",
                  min_address: int, max_address: int):
         self.memory = memory
         self.space = space
@@ -109,6 +125,7 @@ class MemoryManager:
         self.brk_start = self.brk = 0
         self.arg_start = self.arg_end = self.env_start = self.env_end = 0
         self.stack_top = 0
+        self.users = 1  # tasks sharing this mm (CLONE_VM); released at 0
 
     # ----------------------------------------------------------------- VMAs
     def vmas(self) -> Iterator[VMA]:
@@ -126,7 +143,8 @@ class MemoryManager:
         i = bisect.bisect_left(self._starts, vma.start)
         self._vmas.insert(i, vma)
         self._starts.insert(i, vma.start)
-        vma.backing.refs += 1
+        with COW_LOCK:
+            vma.backing.refs += 1
 
     def _carve(self, start: int, end: int) -> list[VMA]:
         """Split VMAs at start and end; remove and return those inside."""
@@ -139,7 +157,8 @@ class MemoryManager:
                 i += 1
                 continue
             del self._vmas[i], self._starts[i]
-            v.backing.refs -= 1
+            with COW_LOCK:
+                v.backing.refs -= 1
             for piece in (v.slice(v.start, start) if v.start < start else None,
                           v.slice(end, v.end) if v.end > end else None):
                 if piece is not None:
@@ -150,14 +169,20 @@ class MemoryManager:
         return removed
 
     def _release(self, pieces: list[VMA]) -> None:
+        """Return what no VMA maps any more (each backing once: several
+        pieces of one backing may go together)."""
+        done: set[int] = set()
         for v in pieces:
             b = v.backing
-            if b.cache_key is not None:
-                if b.refs == 0:
+            if b.refs == 0:
+                if id(b) in done:
+                    continue
+                done.add(id(b))
+                if b.cache_key is not None:
                     self.cache.unused(b)
-            elif b.refs == 0:
-                self.memory.free(b.offset, b.length)
-            elif not v.shared:
+                else:
+                    self.memory.free(b.offset, b.length)
+            elif not v.shared and not b.forked and b.cache_key is None:
                 self.memory.zero(v.memfd_offset, v.end - v.start)
 
     def _overlaps(self, start: int, end: int) -> bool:
@@ -208,6 +233,67 @@ class MemoryManager:
             self.space.map_file(addr, backing.offset, length, prot)
             return addr
 
+    # --------------------------------------------------------------- fork
+    def fork(self) -> "MemoryManager":
+        """A copy-on-write copy of this address space, with no platform
+        address space yet: the child's own thread calls ``activate``."""
+        with self.lock, COW_LOCK:
+            child = MemoryManager(self.memory, None, self.cache, self.min_address, self.max_address)
+            for name in ("mmap_base", "brk_start", "brk", "arg_start", "arg_end", "env_start", "env_end", "stack_top"):
+                setattr(child, name, getattr(self, name))
+            for v in self._vmas:
+                c = v.slice(v.start, v.end)
+                if not v.shared and v.backing.cache_key is None:
+                    v.backing.forked = True
+                    if v.prot & PROT_WRITE and not v.cow:
+                        v.cow = True
+                        self.space.map_file(v.start, v.memfd_offset, v.end - v.start, v.host_prot)
+                    c.cow = v.cow
+                child._insert(c)
+            return child
+
+    def activate(self, space: AddressSpace) -> None:
+        """Give a forked mm its platform address space, mapping every VMA
+        (from the thread that will run the child)."""
+        with self.lock:
+            self.space = space
+            for v in self._vmas:
+                space.map_file(v.start, v.memfd_offset, v.end - v.start, v.host_prot)
+
+    def handle_fault(self, addr: int) -> bool:
+        """Resolve a fault the Sentry caused (a copy-on-write page); False
+        if it is the guest's own fault, to become a signal."""
+        with self.lock:
+            v = self._find(addr)
+            if v is None or not v.cow or not v.prot & PROT_WRITE:
+                return False
+            self._break_cow(v, addr, 1)
+            return True
+
+    def _break_cow(self, v: VMA, addr: int, length: int) -> None:
+        """Give [addr, addr+length) of ``v`` (chunk-aligned outward) its own
+        backing, mapped writable. Caller holds self.lock."""
+        lo = max(v.start, addr & ~(COW_CHUNK - 1))
+        hi = min(v.end, (addr + length + COW_CHUNK - 1) & ~(COW_CHUNK - 1))
+        with COW_LOCK:
+            for piece in self._carve(lo, hi):
+                old = piece.backing
+                if old.refs == 0:  # nobody else maps it any more: take it over
+                    piece.cow = False
+                    self._insert(piece)
+                else:
+                    n = piece.end - piece.start
+                    try:
+                        offset = self.memory.allocate(n)
+                    except OutOfMemory:
+                        raise SyscallError(errno.ENOMEM) from None
+                    self.memory.copy(offset, piece.memfd_offset, n)
+                    piece = VMA(piece.start, piece.end, piece.prot, False, Backing(offset, n), 0,
+                                piece.file, piece.file_offset, piece.name, False)
+                    self._insert(piece)
+                if self.space is not None:  # else activate() maps it
+                    self.space.map_file(piece.start, piece.memfd_offset, piece.end - piece.start, piece.host_prot)
+
     def _new_backing(self, length: int, prot: int, shared: bool, file: MappedFile | None,
                      file_offset: int) -> Backing:
         if file is not None and not shared and not prot & PROT_WRITE:
@@ -255,7 +341,7 @@ class MemoryManager:
                     v = self._private_copy(v)
                 v.prot = prot
                 self._insert(v)
-                self.space.map_file(v.start, v.memfd_offset, v.end - v.start, prot)
+                self.space.map_file(v.start, v.memfd_offset, v.end - v.start, v.host_prot)
 
     def _private_copy(self, v: VMA) -> VMA:
         """Copy-on-write: give ``v`` its own copy of a page-cache range."""
@@ -311,8 +397,8 @@ class MemoryManager:
         with self.lock:
             for v in list(self._vmas):
                 lo, hi = max(v.start, addr), min(v.end, end)
-                if lo >= hi or v.shared or v.backing.cache_key is not None:
-                    continue
+                if lo >= hi or v.shared or v.backing.cache_key is not None or v.backing.forked:
+                    continue  # (forked: the pages stay; only their owner may drop them)
                 off = v.memfd_offset + (lo - v.start)
                 self.memory.zero(off, hi - lo)
                 if v.file is not None:
@@ -371,14 +457,27 @@ class MemoryManager:
         if length == 0:
             return
         v = self._find(addr)
-        if v is not None and addr + length <= v.end and v.prot & PROT_WRITE:
+        if v is not None and addr + length <= v.end and v.prot & PROT_WRITE and not v.cow:
             off = v.memfd_offset + (addr - v.start)
             self.memory.map[off:off + length] = data
             return
+        self._unshare(addr, length)
         pos = 0
         for o, n in self._chunks(addr, length, PROT_WRITE):
             self.memory.map[o:o + n] = data[pos:pos + n]
             pos += n
+
+    def _unshare(self, addr: int, length: int) -> None:
+        """Break copy-on-write sharing over a range the Sentry will write."""
+        with self.lock:
+            end = addr + length
+            while addr < end:
+                v = self._find(addr)
+                if v is None:
+                    return  # _chunks reports the EFAULT
+                if v.cow and v.prot & PROT_WRITE:
+                    self._break_cow(v, addr, min(end, v.end) - addr)
+                addr = min(end, v.end)
 
     def poke(self, addr: int, data: bytes) -> None:
         """Write guest memory regardless of protection (the loader's
@@ -430,12 +529,13 @@ class MemoryManager:
     # ------------------------------------------------------------ lifetime
     def release(self) -> None:
         """Drop every mapping and the platform address space."""
-        with self.lock:
+        with self.lock, COW_LOCK:
             pieces, self._vmas, self._starts = self._vmas, [], []
             for v in pieces:
                 v.backing.refs -= 1
             self._release(pieces)
-            self.space.release()
+            if self.space is not None:
+                self.space.release()
 
     def usage(self) -> int:
         """Bytes of address space mapped."""

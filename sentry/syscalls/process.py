@@ -23,8 +23,6 @@ RLIMIT_NAMES = {0: "RLIMIT_CPU", 1: "RLIMIT_FSIZE", 2: "RLIMIT_DATA", 3: "RLIMIT
                 14: "RLIMIT_RTPRIO", 15: "RLIMIT_RTTIME"}
 DEFAULT_RLIMITS = {3: (8 << 20, RLIM_INFINITY), 7: (1024, 4096), 4: (0, RLIM_INFINITY),
                    6: (63459, 63459), 8: (8 << 20, 8 << 20), 11: (63459, 63459), 12: (819200, 819200)}
-FUTEX_WAIT, FUTEX_WAKE, FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 0, 1, 9, 10
-FUTEX_CMD_MASK = ~(128 | 256)
 
 
 def sys_getpid(t: Task) -> int:
@@ -139,11 +137,13 @@ def sys_setsid(t: Task) -> int:
 
 
 def sys_exit(t: Task, code: int) -> int:
+    """Ends the calling thread; the process ends with its last thread."""
     raise GuestExit((code & 0xFF) << 8)
 
 
 def sys_exit_group(t: Task, code: int) -> int:
-    raise GuestExit((code & 0xFF) << 8)
+    t.kernel.exit_group(t.group, (code & 0xFF) << 8)
+    raise GuestExit(t.group.exit_status)  # type: ignore[arg-type]
 
 
 def _read_argv(t: Task, addr: int) -> list[bytes]:
@@ -296,25 +296,6 @@ def sys_sched_getscheduler(t: Task, pid: int) -> int:
     return 0  # SCHED_OTHER
 
 
-def sys_futex(t: Task, uaddr: int, op: int, val: int, timeout: int, uaddr2: int, val3: int) -> int:
-    cmd = op & FUTEX_CMD_MASK
-    if cmd in (FUTEX_WAIT, FUTEX_WAIT_BITSET):
-        if t.mm.read_u32(uaddr) != val & 0xFFFF_FFFF:
-            raise SyscallError(errno.EAGAIN)
-        # One thread: nobody can wake us. A timed wait times out.
-        if timeout:
-            raise SyscallError(errno.ETIMEDOUT)
-        raise SyscallError(errno.EDEADLK)
-    if cmd in (FUTEX_WAKE, FUTEX_WAKE_BITSET):
-        t.mm.read_u32(uaddr)
-        return 0
-    raise SyscallError(errno.ENOSYS)
-
-
-def sys_wait4(t: Task, pid: int, status: int, options: int, rusage: int) -> int:
-    raise SyscallError(errno.ECHILD)
-
-
 def sys_getrusage(t: Task, who: int, addr: int) -> int:
     who = s32(who)
     if who not in (0, -1, 1):
@@ -334,7 +315,6 @@ def sys_times(t: Task, addr: int) -> int:
     return int(times.elapsed * hz) & 0x7FFF_FFFF_FFFF_FFFF
 
 
-FUTEX_OPS = {0: "FUTEX_WAIT", 1: "FUTEX_WAKE", 9: "FUTEX_WAIT_BITSET", 10: "FUTEX_WAKE_BITSET"}
 ARCH_PRCTL_CODES = {0x1001: "ARCH_SET_GS", 0x1002: "ARCH_SET_FS", 0x1003: "ARCH_GET_FS", 0x1004: "ARCH_GET_GS"}
 
 ENTRIES = entries(
@@ -349,9 +329,9 @@ ENTRIES = entries(
     supported("getpgrp", sys_getpgrp), supported("getpgid", sys_getpgid, args=(Int,)),
     supported("getsid", sys_getsid, args=(Int,)), supported("setpgid", sys_setpgid, args=(Int, Int)),
     supported("setsid", sys_setsid),
-    partial("exit", sys_exit, args=(Int,), note="ends the whole process (threads come with issue 3)"),
+    supported("exit", sys_exit, args=(Int,)),
     supported("exit_group", sys_exit_group, args=(Int,)),
-    partial("execve", sys_execve, args=(Path, Argv, Argv), note="single-threaded processes"),
+    supported("execve", sys_execve, args=(Path, Argv, Argv)),
     partial("arch_prctl", sys_arch_prctl, args=(Enum(ARCH_PRCTL_CODES), Hex), note="FS/GS base; CPUID faulting is refused"),
     supported("set_tid_address", sys_set_tid_address, args=(Ptr,)),
     supported("set_robust_list", sys_set_robust_list, args=(Ptr, Size)),
@@ -365,8 +345,6 @@ ENTRIES = entries(
     supported("sched_yield", sys_sched_yield), supported("getcpu", sys_getcpu, args=(Ptr, Ptr, Ptr)),
     supported("sched_getparam", sys_sched_getparam, args=(Int, Ptr)),
     supported("sched_getscheduler", sys_sched_getscheduler, args=(Int,)),
-    partial("futex", sys_futex, args=(Hex, Enum(FUTEX_OPS), Int, Ptr, Hex, Int), note="single-threaded forms (issue 3)"),
-    partial("wait4", sys_wait4, args=(Int, Ptr, Int, Ptr), note="no children yet (issue 3)"),
     supported("getrusage", sys_getrusage, args=(Int, Ptr)),
     supported("times", sys_times, args=(Ptr,)),
     error("rseq", errno.ENOSYS, note="glibc falls back without it", args=(Hex, Size, Int, Hex)),

@@ -1,21 +1,20 @@
-"""Signal system calls. Dispositions and masks are kept exactly; delivery
-of handled signals comes with issue 3, so a signal sent to the guest takes
-its default action (or is ignored when SIG_IGN / default-ignore)."""
+"""Signal system calls over sentry.kernel.signals: dispositions, masks,
+sending (kill/tkill/tgkill/rt_sigqueueinfo), waiting (rt_sigsuspend,
+pause, rt_sigtimedwait), rt_sigreturn, sigaltstack."""
 from __future__ import annotations
 
 import errno
 import signal as _signal
 import struct
 
-from sentry.errors import GuestExit, SyscallError
-from sentry.kernel.task import SigAction, Task, killed_status
-from sentry.syscalls.spec import Enum, Hex, Int, Ptr, Signal, Size, Struct, entries, partial, s32, supported
+from sentry.errors import SyscallError
+from sentry.kernel import signals as sig
+from sentry.kernel.task import SigAction, Task, ThreadGroup
+from sentry.kernel.wait import ERESTARTNOHAND, wait_until
+from sentry.syscalls.spec import Enum, Int, Ptr, Signal, Size, Struct, entries, partial, s32, supported
 
 SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK = 0, 1, 2
-_UNBLOCKABLE = (1 << (_signal.SIGKILL - 1)) | (1 << (_signal.SIGSTOP - 1))
-_DEFAULT_IGNORE = frozenset({_signal.SIGCHLD, _signal.SIGURG, _signal.SIGWINCH, _signal.SIGCONT})
 _SIGACTION = struct.Struct("<QQQQ")  # handler, flags, restorer, mask
-SS_DISABLE = 2
 
 
 def sys_rt_sigaction(t: Task, signo: int, act: int, oldact: int, sigsetsize: int) -> int:
@@ -29,9 +28,26 @@ def sys_rt_sigaction(t: Task, signo: int, act: int, oldact: int, sigsetsize: int
     if oldact:
         t.mm.copy_out(oldact, _SIGACTION.pack(old.handler, old.flags, old.restorer, old.mask))
     if new is not None:
-        new.mask &= ~_UNBLOCKABLE
+        new.mask &= ~sig.UNBLOCKABLE
         t.group.sigactions[signo] = new
+        if sig.is_ignored(t.group, signo):  # setting SIG_IGN discards what is pending
+            with t.kernel.lock:
+                for holder in [t.group, *t.group.tasks]:
+                    holder.pending &= ~sig.bit(signo)
     return 0
+
+
+def _change_mask(t: Task, how: int, mask: int) -> None:
+    old = t.signal_mask
+    if how == SIG_BLOCK:
+        new = old | mask
+    elif how == SIG_UNBLOCK:
+        new = old & ~mask
+    elif how == SIG_SETMASK:
+        new = mask
+    else:
+        raise SyscallError(errno.EINVAL)
+    t.signal_mask = new & ~sig.UNBLOCKABLE
 
 
 def sys_rt_sigprocmask(t: Task, how: int, set_: int, oldset: int, sigsetsize: int) -> int:
@@ -39,65 +55,168 @@ def sys_rt_sigprocmask(t: Task, how: int, set_: int, oldset: int, sigsetsize: in
         raise SyscallError(errno.EINVAL)
     old = t.signal_mask
     if set_:
-        mask = t.mm.read_u64(set_)
-        if how == SIG_BLOCK:
-            new = old | mask
-        elif how == SIG_UNBLOCK:
-            new = old & ~mask
-        elif how == SIG_SETMASK:
-            new = mask
-        else:
-            raise SyscallError(errno.EINVAL)
-        t.signal_mask = new & ~_UNBLOCKABLE
+        _change_mask(t, how, t.mm.read_u64(set_))
     if oldset:
         t.mm.write_u64(oldset, old)
     return 0
 
 
+def sys_rt_sigpending(t: Task, addr: int, sigsetsize: int) -> int:
+    if sigsetsize > 8:
+        raise SyscallError(errno.EINVAL)
+    t.mm.write_u64(addr, (t.pending | t.group.pending) & t.signal_mask)
+    return 0
+
+
 def sys_sigaltstack(t: Task, ss: int, old: int) -> int:
+    sp_now = t.arch.regs.rsp
+    cur_sp, cur_flags, cur_size = t.sigaltstack
+    on_stack = cur_size and cur_sp <= sp_now < cur_sp + cur_size
     if old:
-        t.mm.copy_out(old, struct.pack("<QiiQ", t.sigaltstack[0], t.sigaltstack[1], 0, t.sigaltstack[2]))
+        flags = sig.SS_ONSTACK if on_stack else cur_flags & sig.SS_DISABLE
+        t.mm.copy_out(old, struct.pack("<QiiQ", cur_sp, flags, 0, cur_size))
     if ss:
         sp, flags, _pad, size = struct.unpack("<QiiQ", t.mm.copy_in(ss, 24))
-        if flags & ~(SS_DISABLE | (1 << 31)):
+        if on_stack:
+            raise SyscallError(errno.EPERM)
+        if flags & ~(sig.SS_DISABLE | (1 << 31)):
             raise SyscallError(errno.EINVAL)
-        if not flags & SS_DISABLE and size < 2048:
+        if flags & sig.SS_DISABLE:
+            t.sigaltstack = (0, sig.SS_DISABLE, 0)
+        elif size < 2048:
             raise SyscallError(errno.ENOMEM)
-        t.sigaltstack = (sp, flags, size)
+        else:
+            t.sigaltstack = (sp, 0, size)
     return 0
 
 
-def _send_to_self(t: Task, signo: int) -> int:
-    if signo == 0:
-        return 0
-    if not 1 <= signo <= 64:
-        raise SyscallError(errno.EINVAL)
-    action = t.group.sigactions[signo]
-    if action.handler == 1 or (action.handler == 0 and signo in _DEFAULT_IGNORE):
-        return 0
-    if action.handler == 0 or signo in (_signal.SIGKILL, _signal.SIGSTOP):
-        raise GuestExit(killed_status(signo))
-    t.kernel.debug(f"signal {signo} has a handler; delivery comes with issue 3, ignoring")
-    return 0
+def _targets(t: Task, pid: int) -> list[ThreadGroup]:
+    kernel = t.kernel
+    with kernel.lock:
+        live = [g for g in kernel.groups.values() if not g.zombie]
+        if pid > 0:
+            return [g for g in live if g.pid == pid]
+        if pid == 0:
+            return [g for g in live if g.pgid == t.group.pgid]
+        if pid == -1:
+            return [g for g in live if g.pid != 1 and g is not t.group] or []
+        return [g for g in live if g.pgid == -pid]
 
 
 def sys_kill(t: Task, pid: int, signo: int) -> int:
-    pid = s32(pid)
-    if pid not in (0, -1, t.group.pid, -t.group.pgid):
+    pid, signo = s32(pid), s32(signo)
+    if not 0 <= signo <= 64:
+        raise SyscallError(errno.EINVAL)
+    groups = _targets(t, pid)
+    if not groups:
         raise SyscallError(errno.ESRCH)
-    return _send_to_self(t, s32(signo))
+    info = sig.siginfo(signo, sig.SI_USER, pid=t.group.pid, uid=t.creds.uid)
+    for g in groups:
+        sig.send(t.kernel, g, signo, info)
+    return 0
+
+
+def _thread(t: Task, tgid: int, tid: int) -> Task:
+    with t.kernel.lock:
+        target = t.kernel.tasks.get(tid)
+    if target is None or target.exited or (tgid > 0 and target.group.pid != tgid):
+        raise SyscallError(errno.ESRCH)
+    return target
+
+
+def _send_thread(t: Task, target: Task, signo: int, info: bytes) -> int:
+    if not 0 <= signo <= 64:
+        raise SyscallError(errno.EINVAL)
+    sig.send(t.kernel, target.group, signo, info, task=target)
+    return 0
 
 
 def sys_tgkill(t: Task, tgid: int, tid: int, signo: int) -> int:
-    if s32(tgid) != t.group.pid or s32(tid) != t.tid:
-        raise SyscallError(errno.ESRCH)
-    return _send_to_self(t, s32(signo))
+    tgid, tid, signo = s32(tgid), s32(tid), s32(signo)
+    if tgid <= 0 or tid <= 0:
+        raise SyscallError(errno.EINVAL)
+    info = sig.siginfo(signo, sig.SI_TKILL, pid=t.group.pid, uid=t.creds.uid)
+    return _send_thread(t, _thread(t, tgid, tid), signo, info)
 
 
 def sys_tkill(t: Task, tid: int, signo: int) -> int:
-    if s32(tid) != t.tid:
+    tid, signo = s32(tid), s32(signo)
+    if tid <= 0:
+        raise SyscallError(errno.EINVAL)
+    info = sig.siginfo(signo, sig.SI_TKILL, pid=t.group.pid, uid=t.creds.uid)
+    return _send_thread(t, _thread(t, 0, tid), signo, info)
+
+
+def sys_rt_sigqueueinfo(t: Task, tgid: int, signo: int, info_addr: int) -> int:
+    signo = s32(signo)
+    info = bytearray(t.mm.copy_in(info_addr, sig.SIGINFO_SIZE))
+    struct.pack_into("<i", info, 0, signo)
+    groups = _targets(t, s32(tgid)) if s32(tgid) > 0 else []
+    if not groups:
         raise SyscallError(errno.ESRCH)
-    return _send_to_self(t, s32(signo))
+    sig.send(t.kernel, groups[0], signo, bytes(info))
+    return 0
+
+
+def sys_rt_sigreturn(t: Task) -> int:
+    return sig.sigreturn(t)
+
+
+def sys_rt_sigsuspend(t: Task, mask_addr: int, sigsetsize: int) -> int:
+    if sigsetsize != 8:
+        raise SyscallError(errno.EINVAL)
+    mask = t.mm.read_u64(mask_addr)
+    t.saved_mask = t.signal_mask
+    t.signal_mask = mask & ~sig.UNBLOCKABLE
+    wait_until(t, (), lambda: False)
+    raise SyscallError(ERESTARTNOHAND)  # unreachable: only a signal ends the wait
+
+
+def sys_pause(t: Task) -> int:
+    wait_until(t, (), lambda: False)
+    raise SyscallError(ERESTARTNOHAND)
+
+
+def sys_rt_sigtimedwait(t: Task, set_addr: int, info_addr: int, timeout_addr: int, sigsetsize: int) -> int:
+    if sigsetsize != 8:
+        raise SyscallError(errno.EINVAL)
+    wanted = t.mm.read_u64(set_addr) & ~sig.UNBLOCKABLE
+    timeout_ns = None
+    if timeout_addr:
+        sec, nsec = struct.unpack("<qq", t.mm.copy_in(timeout_addr, 16))
+        if sec < 0 or not 0 <= nsec < 1_000_000_000:
+            raise SyscallError(errno.EINVAL)
+        timeout_ns = sec * 1_000_000_000 + nsec
+
+    def take() -> tuple[int, bytes] | None:
+        with t.kernel.lock:
+            for holder in (t, t.group):
+                ready = holder.pending & wanted
+                if ready:
+                    signo = (ready & -ready).bit_length()
+                    holder.pending &= ~sig.bit(signo)
+                    return signo, holder.siginfo.pop(signo, None) or sig.siginfo(signo, sig.SI_USER)
+        return None
+
+    got = take()
+    if got is None:
+        old_mask = t.signal_mask
+        t.signal_mask &= ~wanted  # the wanted signals may wake us...
+        try:
+            wait_until(t, (), lambda: bool((t.pending | t.group.pending) & wanted), timeout_ns)
+        except SyscallError:
+            pass
+        finally:
+            t.signal_mask = old_mask
+        got = take()
+        if got is None:
+            if (t.pending | t.group.pending) & ~t.signal_mask:
+                raise SyscallError(errno.EINTR)
+            raise SyscallError(errno.EAGAIN)
+    signo, info = got
+    if info_addr:
+        t.mm.copy_out(info_addr, info)
+    return signo
 
 
 HOW_NAMES = {0: "SIG_BLOCK", 1: "SIG_UNBLOCK", 2: "SIG_SETMASK"}
@@ -105,8 +224,14 @@ HOW_NAMES = {0: "SIG_BLOCK", 1: "SIG_UNBLOCK", 2: "SIG_SETMASK"}
 ENTRIES = entries(
     supported("rt_sigaction", sys_rt_sigaction, args=(Signal, Struct("sigaction"), Ptr, Size)),
     supported("rt_sigprocmask", sys_rt_sigprocmask, args=(Enum(HOW_NAMES), Struct("sigset"), Ptr, Size)),
+    supported("rt_sigpending", sys_rt_sigpending, args=(Ptr, Size)),
     supported("sigaltstack", sys_sigaltstack, args=(Struct("stack_t"), Ptr)),
-    partial("kill", sys_kill, args=(Int, Signal), note="to the caller only; handlers run with issue 3"),
-    partial("tgkill", sys_tgkill, args=(Int, Int, Signal), note="to the caller only; handlers run with issue 3"),
-    partial("tkill", sys_tkill, args=(Int, Signal), note="to the caller only; handlers run with issue 3"),
+    supported("kill", sys_kill, args=(Int, Signal)),
+    supported("tgkill", sys_tgkill, args=(Int, Int, Signal)),
+    supported("tkill", sys_tkill, args=(Int, Signal)),
+    partial("rt_sigqueueinfo", sys_rt_sigqueueinfo, args=(Int, Signal, Ptr), note="to processes"),
+    supported("rt_sigreturn", sys_rt_sigreturn),
+    supported("rt_sigsuspend", sys_rt_sigsuspend, args=(Struct("sigset"), Size)),
+    supported("pause", sys_pause),
+    supported("rt_sigtimedwait", sys_rt_sigtimedwait, args=(Struct("sigset"), Ptr, Struct("timespec"), Size)),
 )

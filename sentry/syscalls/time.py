@@ -1,5 +1,5 @@
-"""Clocks and sleeps. Clocks read the host's; sleeps block the task's own
-OS thread (signals interrupting sleeps come with issue 3)."""
+"""Clocks, sleeps and interval timers. Clocks read the host's; sleeps and
+timers live in the kernel's trio loop, and signals interrupt sleeps."""
 from __future__ import annotations
 
 import errno
@@ -8,6 +8,7 @@ import time as _time
 
 from sentry.errors import SyscallError
 from sentry.kernel.task import Task
+from sentry.kernel.wait import sleep
 from sentry.syscalls.spec import Enum, Int, OutStruct, Ptr, Struct, entries, partial, s32, supported
 
 CLOCK_NAMES = {0: "CLOCK_REALTIME", 1: "CLOCK_MONOTONIC", 2: "CLOCK_PROCESS_CPUTIME_ID", 3: "CLOCK_THREAD_CPUTIME_ID",
@@ -60,13 +61,8 @@ def _read_timespec(t: Task, addr: int) -> int:
     return sec * 1_000_000_000 + nsec
 
 
-def _sleep_ns(ns: int) -> None:
-    if ns > 0:
-        _time.sleep(ns / 1e9)
-
-
 def sys_nanosleep(t: Task, req: int, rem: int) -> int:
-    _sleep_ns(_read_timespec(t, req))
+    sleep(t, _read_timespec(t, req))
     return 0
 
 
@@ -76,7 +72,7 @@ def sys_clock_nanosleep(t: Task, clock: int, flags: int, req: int, rem: int) -> 
         ns -= _clock(clock)
     else:
         _clock(clock)
-    _sleep_ns(ns)
+    sleep(t, ns)
     return 0
 
 
@@ -85,7 +81,7 @@ ENTRIES = entries(
     supported("clock_getres", sys_clock_getres, args=(Enum(CLOCK_NAMES), OutStruct("timespec"))),
     supported("gettimeofday", sys_gettimeofday, args=(OutStruct("timeval"), Ptr)),
     supported("time", sys_time, args=(Ptr,)),
-    partial("nanosleep", sys_nanosleep, args=(Struct("timespec"), Ptr), note="not yet interruptible by signals"),
+    partial("nanosleep", sys_nanosleep, args=(Struct("timespec"), Ptr), note="the remaining time is not written"),
     partial("clock_nanosleep", sys_clock_nanosleep, args=(Enum(CLOCK_NAMES), Int, Struct("timespec"), Ptr),
-            note="not yet interruptible by signals"),
+            note="the remaining time is not written"),
 )

@@ -99,8 +99,16 @@ long sentry_ptrace_inject(int pid, unsigned long gadget, long nr, long a0, long 
     regs.rdi = a0, regs.rsi = a1, regs.rdx = a2, regs.r10 = a3, regs.r8 = a4, regs.r9 = a5;
     if (ptrace(PTRACE_SETREGS, pid, 0, &regs)) return -errno;
     if (ptrace(PTRACE_CONT, pid, 0, 0)) return -errno;
-    int r = expect_trap(pid);
-    if (r) return r;
+    for (;;) {
+        /* An interrupt (SIGSTOP) may be pending: swallow it; the Python
+         * side keeps its own flag, so no interrupt is lost. */
+        int st, r = wait_stop(pid, &st);
+        if (r) return r;
+        if (!WIFSTOPPED(st)) return -ESRCH;
+        if (WSTOPSIG(st) == SIGTRAP) break;
+        if (WSTOPSIG(st) != SIGSTOP) return -EPROTO;
+        if (ptrace(PTRACE_CONT, pid, 0, 0)) return -errno;
+    }
     if (ptrace(PTRACE_GETREGS, pid, 0, &regs)) return -errno;
     if (ptrace(PTRACE_SETREGS, pid, 0, &saved)) return -errno;
     return (long)regs.rax;

@@ -1,0 +1,238 @@
+"""Signals: sending, choosing a thread, default actions, and handler frames
+laid out as Linux lays them (rt_sigframe: return address, ucontext with
+sigcontext and mask, siginfo, then the XSAVE area), and rt_sigreturn.
+
+Sending marks the signal pending on a task or its thread group and wakes a
+task that can take it: its blocking wait is cancelled (sentry.kernel.wait)
+and its guest code is interrupted (Context.interrupt). The task itself
+delivers at its next return to the run loop (``deliver``).
+
+Lock order: Kernel.lock is held while pending bits change.
+"""
+from __future__ import annotations
+
+import errno
+import signal as S
+import struct
+from typing import TYPE_CHECKING
+
+from sentry.errors import GuestExit, SyscallError
+from sentry.kernel.task import SigAction, Task, ThreadGroup, killed_status
+from sentry.kernel.wait import ERESTARTNOHAND, ERESTARTSYS, interrupt_wait
+
+if TYPE_CHECKING:
+    from sentry.kernel.kernel import Kernel
+
+SA_NOCLDSTOP, SA_NOCLDWAIT, SA_SIGINFO, SA_RESTORER = 1, 2, 4, 0x04000000
+SA_ONSTACK, SA_RESTART, SA_NODEFER, SA_RESETHAND = 0x08000000, 0x10000000, 0x40000000, 0x80000000
+SS_ONSTACK, SS_DISABLE = 1, 2
+SI_USER, SI_KERNEL, SI_TKILL = 0, 0x80, -6
+CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
+UNBLOCKABLE = (1 << (S.SIGKILL - 1)) | (1 << (S.SIGSTOP - 1))
+DEFAULT_IGNORE = frozenset({S.SIGCHLD, S.SIGURG, S.SIGWINCH, S.SIGCONT})
+STOP_SIGNALS = frozenset({S.SIGSTOP, S.SIGTSTP, S.SIGTTIN, S.SIGTTOU})
+FP_XSTATE_MAGIC1, FP_XSTATE_MAGIC2 = 0x46505853, 0x46505845
+UC_FP_XSTATE, UC_SIGCONTEXT_SS, UC_STRICT_RESTORE_SS = 1, 2, 4
+# sigcontext: the order Linux saves the registers in (arch/x86/include/uapi/asm/sigcontext.h)
+SIGCONTEXT_REGS = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx",
+                   "rdx", "rax", "rcx", "rsp", "rip", "eflags")
+_SIGCONTEXT = struct.Struct("<18QHHHHQQQQQ8Q")  # regs, cs gs fs ss, err trapno oldmask cr2 fpstate, reserved
+_UCONTEXT_HEAD = struct.Struct("<QQQiiQ")  # uc_flags, uc_link, ss_sp, ss_flags, pad, ss_size
+UCONTEXT_SIZE = _UCONTEXT_HEAD.size + _SIGCONTEXT.size + 8  # + uc_sigmask
+SIGINFO_SIZE = 128
+FRAME_SIZE = 8 + UCONTEXT_SIZE + SIGINFO_SIZE
+REDZONE = 128
+FIX_EFLAGS = 0x50DD5  # AC OF DF TF SF ZF AF PF CF RF: what sigreturn may restore
+
+
+def bit(signo: int) -> int:
+    return 1 << (signo - 1)
+
+
+def siginfo(signo: int, code: int, *, pid: int = 0, uid: int = 0, status: int = 0, addr: int = 0,
+            errno_: int = 0) -> bytes:
+    """A siginfo_t (128 bytes). kill-style fields (pid, uid) or fault-style
+    (addr) or SIGCHLD-style (pid, uid, status) after the common header."""
+    head = struct.pack("<iii4x", signo, errno_, code)
+    if addr:
+        body = struct.pack("<Q", addr)
+    elif signo == S.SIGCHLD:
+        body = struct.pack("<iIi4xqq", pid, uid, status, 0, 0)
+    else:
+        body = struct.pack("<iI", pid, uid)
+    return (head + body).ljust(SIGINFO_SIZE, b"\0")
+
+
+def is_ignored(group: ThreadGroup, signo: int) -> bool:
+    action = group.sigactions[signo]
+    return action.handler == 1 or (action.handler == 0 and signo in DEFAULT_IGNORE)
+
+
+def send(kernel: "Kernel", group: ThreadGroup, signo: int, info: bytes, task: Task | None = None) -> None:
+    """Make ``signo`` pending for ``task`` (thread-directed) or ``group``,
+    and wake a task that can take it. Ignored signals are dropped."""
+    if signo == 0:
+        return
+    with kernel.lock:
+        if group.zombie or group.exit_status is not None:
+            return
+        if signo == S.SIGCONT:
+            group.pending &= ~sum(bit(s) for s in STOP_SIGNALS)
+        if is_ignored(group, signo) and signo != S.SIGKILL:
+            return
+        if task is not None:
+            task.pending |= bit(signo)
+            task.siginfo.setdefault(signo, info)
+            targets = [task]
+        else:
+            group.pending |= bit(signo)
+            group.siginfo.setdefault(signo, info)
+            targets = [t for t in group.tasks if not t.signal_mask & bit(signo)] or group.tasks[:1]
+            if signo == S.SIGKILL:
+                targets = list(group.tasks)
+    for t in targets[:1] if signo != S.SIGKILL else targets:
+        wake(t)
+
+
+def wake(task: Task) -> None:
+    """Get ``task`` back to its run loop soon: cancel its wait, interrupt
+    its guest code."""
+    interrupt_wait(task)
+    task.context.interrupt()
+
+
+def _dequeue(task: Task) -> tuple[int, bytes] | None:
+    """The lowest deliverable signal, removed from pending (SIGKILL first)."""
+    group = task.group
+    with task.kernel.lock:
+        ready = (task.pending | group.pending) & ~task.signal_mask
+        if not ready:
+            return None
+        signo = S.SIGKILL if ready & bit(S.SIGKILL) else (ready & -ready).bit_length()
+        if task.pending & bit(signo):
+            task.pending &= ~bit(signo)
+            info = task.siginfo.pop(signo, None)
+        else:
+            group.pending &= ~bit(signo)
+            info = group.siginfo.pop(signo, None)
+    return signo, info or siginfo(signo, SI_KERNEL)
+
+
+def deliver(task: Task, syscall_result: int | None) -> None:
+    """Deliver pending signals at a return to the guest. ``syscall_result``
+    is the interrupted call's result (when one just ran), so ERESTARTSYS
+    becomes a restart or EINTR as Linux decides. Raises GuestExit when a
+    signal's default action ends the process."""
+    regs = task.arch.regs
+    restart = syscall_result in (-ERESTARTSYS, -ERESTARTNOHAND)
+    while True:
+        if task.group.exit_status is not None:
+            raise GuestExit(task.group.exit_status)
+        item = _dequeue(task)
+        if item is None:
+            break
+        signo, info = item
+        action = task.group.sigactions[signo]
+        if action.handler == 1:
+            continue
+        if action.handler == 0:
+            if signo in DEFAULT_IGNORE or signo in STOP_SIGNALS:
+                continue  # job-control stops are not modelled: treated as ignored
+            task.kernel.exit_group(task.group, killed_status(signo))
+            raise GuestExit(task.group.exit_status)  # type: ignore[arg-type]
+        if restart:
+            if action.flags & SA_RESTART and syscall_result == -ERESTARTSYS:
+                _restart(regs)
+            else:
+                regs.rax = (-errno.EINTR) & 0xFFFF_FFFF_FFFF_FFFF
+            restart = False
+        _setup_frame(task, signo, info, action)
+        return
+    if restart:
+        _restart(regs)
+    if task.saved_mask is not None:
+        task.signal_mask, task.saved_mask = task.saved_mask, None
+
+
+def _restart(regs) -> None:
+    """Re-execute the interrupted system call: back over `syscall`."""
+    regs.rax = regs.orig_rax
+    regs.rip -= 2
+
+
+def _setup_frame(task: Task, signo: int, info: bytes, action: SigAction) -> None:
+    regs = task.arch.regs
+    mm = task.mm
+    task.context.read_fpstate(task.arch)
+    fp = bytearray(task.arch.fpstate)
+    xsave_size = len(fp)
+    struct.pack_into("<IIQI", fp, 464, FP_XSTATE_MAGIC1, xsave_size + 4,
+                     int.from_bytes(fp[512:520], "little") | 3, xsave_size)
+    fp += struct.pack("<I", FP_XSTATE_MAGIC2)
+
+    sp = regs.rsp
+    ss_sp, ss_flags, ss_size = task.sigaltstack
+    on_altstack = ss_size and ss_sp <= sp < ss_sp + ss_size
+    if action.flags & SA_ONSTACK and not ss_flags & SS_DISABLE and not on_altstack:
+        sp = ss_sp + ss_size
+    else:
+        sp -= REDZONE
+    fp_addr = (sp - len(fp)) & ~63
+    frame = ((fp_addr - FRAME_SIZE) & ~15) - 8
+    uc_addr = frame + 8
+    info_addr = uc_addr + UCONTEXT_SIZE
+    mask = task.saved_mask if task.saved_mask is not None else task.signal_mask
+    task.saved_mask = None
+    sigcontext = _SIGCONTEXT.pack(*(getattr(regs, r) for r in SIGCONTEXT_REGS), regs.cs, 0, 0, regs.ss,
+                                  0, 13 if signo == S.SIGSEGV else 0, mask, 0, fp_addr, *([0] * 8))
+    alt_flags = (SS_ONSTACK if on_altstack else 0) | (ss_flags & SS_DISABLE)
+    ucontext = _UCONTEXT_HEAD.pack(UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS, 0, ss_sp,
+                                   alt_flags, 0, ss_size) + sigcontext + struct.pack("<Q", mask)
+    restorer = action.restorer if action.flags & SA_RESTORER else 0
+    try:
+        mm.copy_out(fp_addr, bytes(fp))
+        mm.copy_out(frame, struct.pack("<Q", restorer) + ucontext + info)
+    except SyscallError:
+        # No room for the frame: Linux forces SIGSEGV with the default action.
+        task.kernel.exit_group(task.group, killed_status(S.SIGSEGV))
+        raise GuestExit(task.group.exit_status)  # type: ignore[arg-type]
+    new_mask = mask | action.mask
+    if not action.flags & SA_NODEFER:
+        new_mask |= bit(signo)
+    task.signal_mask = new_mask & ~UNBLOCKABLE
+    if action.flags & SA_RESETHAND:
+        task.group.sigactions[signo] = SigAction()
+    regs.rsp = frame
+    regs.rip = action.handler
+    regs.rdi = signo
+    regs.rsi = info_addr
+    regs.rdx = uc_addr
+    regs.rax = 0
+    regs.eflags &= ~(0x400 | 0x100)  # DF, TF
+
+
+def sigreturn(task: Task) -> int:
+    """rt_sigreturn: restore registers, FPU state, mask and altstack from
+    the frame at rsp - 8 (the handler's `ret` popped the return address).
+    Returns the restored rax (the run loop stores it back)."""
+    regs = task.arch.regs
+    uc_addr = regs.rsp
+    head = task.mm.copy_in(uc_addr, UCONTEXT_SIZE)
+    _flags, _link, ss_sp, ss_flags, _pad, ss_size = _UCONTEXT_HEAD.unpack_from(head)
+    fields = _SIGCONTEXT.unpack_from(head, _UCONTEXT_HEAD.size)
+    mask = struct.unpack_from("<Q", head, _UCONTEXT_HEAD.size + _SIGCONTEXT.size)[0]
+    old_flags = regs.eflags
+    for name, value in zip(SIGCONTEXT_REGS, fields):
+        setattr(regs, name, value)
+    regs.eflags = (old_flags & ~FIX_EFLAGS) | (regs.eflags & FIX_EFLAGS)
+    regs.orig_rax = 0xFFFF_FFFF_FFFF_FFFF
+    fp_addr = fields[len(SIGCONTEXT_REGS) + 8]
+    if fp_addr:
+        state = task.arch
+        data = task.mm.copy_in(fp_addr, len(state.fpstate))
+        state.fpstate[:] = data
+        state.fp_dirty = True
+    task.signal_mask = mask & ~UNBLOCKABLE
+    if not ss_flags & SS_ONSTACK:
+        task.sigaltstack = (ss_sp, ss_flags & SS_DISABLE, ss_size)
+    return regs.rax

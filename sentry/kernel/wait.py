@@ -1,0 +1,156 @@
+"""Where tasks wait: the kernel's trio loop.
+
+In a nutshell: task threads never block on their own. A handler that must
+wait (a pipe read, futex, wait4, a sleep) calls ``wait_until(task,
+queues, ready, timeout)``: the task thread hops into the kernel's trio loop
+(one thread, started on first use, so a program that never blocks never
+imports trio), which parks it on trio Events registered with each
+``WaitQueue``, under a cancel scope. Whoever changes a condition calls
+``queue.notify()``; a signal aimed at the task cancels the scope
+(``interrupt``), and the wait ends with ERESTARTSYS for the run loop to
+turn into EINTR or a restart (SA_RESTART).
+
+Why this is race-free without a lock: a waiter registers its Event *then*
+checks ``ready()`` (in the trio thread); a notifier changes the condition
+*then* looks for registered Events. Under the GIL one of the two always
+sees the other.
+
+Cost: the hop costs ~100 µs here, so ``notify`` hops only when a waiter is
+registered, and nothing on the system-call fast path touches trio.
+"""
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from sentry.errors import SyscallError
+
+if TYPE_CHECKING:
+    from sentry.kernel.task import Task
+
+ERESTARTSYS = 512  # Linux's internal errno: restart if SA_RESTART, else EINTR
+ERESTARTNOHAND = 514  # restart only if no handler runs, else EINTR (sleeps, pause)
+
+
+class _Loop:
+    """The trio loop thread, started on first use."""
+
+    def __init__(self) -> None:
+        self._token = None
+        self._lock = threading.Lock()
+
+    def token(self):
+        if self._token is None:
+            with self._lock:
+                if self._token is None:
+                    self._start()
+        return self._token
+
+    def _start(self) -> None:
+        import trio
+
+        ready = threading.Event()
+
+        async def main() -> None:
+            self._token = trio.lowlevel.current_trio_token()
+            ready.set()
+            await trio.sleep_forever()
+
+        threading.Thread(target=trio.run, args=(main,), name="sentry-trio", daemon=True).start()
+        ready.wait()
+
+    def run(self, afn, *args):
+        import trio
+
+        return trio.from_thread.run(afn, *args, trio_token=self.token())
+
+    def run_sync(self, fn, *args):
+        import trio
+
+        return trio.from_thread.run_sync(fn, *args, trio_token=self.token())
+
+    def in_loop(self) -> bool:
+        return threading.current_thread().name == "sentry-trio"
+
+
+LOOP = _Loop()
+
+
+class WaitQueue:
+    """Tasks waiting for some condition to change."""
+
+    __slots__ = ("_events",)
+
+    def __init__(self) -> None:
+        self._events: set = set()  # trio Events; touched only in the trio thread
+
+    def notify(self) -> None:
+        """Wake every waiter (each rechecks its condition). Cheap when none."""
+        if self._events:
+            if LOOP.in_loop():
+                self._wake()
+            else:
+                LOOP.run_sync(self._wake)
+
+    def _wake(self) -> None:
+        for ev in list(self._events):
+            ev.set()
+
+
+def wait_until(task: "Task", queues: Iterable[WaitQueue], ready: Callable[[], bool],
+               timeout_ns: int | None = None, interruptible: bool = True) -> bool:
+    """Block ``task`` until ``ready()`` is true (True) or the timeout passes
+    (False). Raises SyscallError(ERESTARTSYS) if a signal interrupts it.
+    ``ready`` runs in the trio thread: it must only look, never block."""
+    if ready():
+        return True
+    if timeout_ns is not None and timeout_ns <= 0:
+        return False
+    if interruptible and task.signal_pending():
+        raise SyscallError(ERESTARTSYS)
+    return LOOP.run(_wait, task, list(queues), ready, timeout_ns, interruptible)
+
+
+async def _wait(task: "Task", queues: list[WaitQueue], ready, timeout_ns, interruptible) -> bool:
+    import trio
+
+    with trio.CancelScope() as scope:
+        if interruptible:
+            task.wait_scope = scope
+            if task.signal_pending():
+                scope.cancel()
+        try:
+            with trio.move_on_after(timeout_ns / 1e9 if timeout_ns is not None else float("inf")):
+                while True:
+                    ev = trio.Event()
+                    for q in queues:
+                        q._events.add(ev)
+                    try:
+                        if ready():
+                            return True
+                        await ev.wait()
+                    finally:
+                        for q in queues:
+                            q._events.discard(ev)
+            return ready()
+        finally:
+            task.wait_scope = None
+    raise SyscallError(ERESTARTSYS)  # the scope was cancelled: a signal
+
+
+def interrupt_wait(task: "Task") -> None:
+    """Cancel ``task``'s wait, if it is in one (callable from any thread)."""
+    scope = task.wait_scope
+    if scope is not None:
+        if LOOP.in_loop():
+            scope.cancel()
+        else:
+            LOOP.run_sync(scope.cancel)
+
+
+def sleep(task: "Task", ns: int) -> None:
+    """Sleep ``ns`` nanoseconds; ERESTARTNOHAND if a signal comes first."""
+    try:
+        wait_until(task, (), lambda: False, ns)
+    except SyscallError as e:
+        raise SyscallError(ERESTARTNOHAND) from e

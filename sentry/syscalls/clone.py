@@ -1,0 +1,224 @@
+"""Process creation and reaping: clone, clone3, fork, vfork, wait4, waitid.
+
+A new task gets its own OS thread (Kernel.spawn). Its address space is the
+parent's (CLONE_VM) or a copy-on-write fork of it, activated from the
+child's own thread, as the platforms require.
+"""
+from __future__ import annotations
+
+import errno
+import signal as S
+import struct
+import time
+
+from sentry.errors import SyscallError
+from sentry.kernel.task import Task, ThreadGroup
+from sentry.kernel.wait import wait_until
+from sentry.syscalls.spec import Flags, Hex, Int, Ptr, Size, Struct, entries, partial, s32, supported
+
+CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
+CLONE_PIDFD, CLONE_PTRACE, CLONE_VFORK, CLONE_PARENT = 0x1000, 0x2000, 0x4000, 0x8000
+CLONE_THREAD, CLONE_NEWNS, CLONE_SYSVSEM, CLONE_SETTLS = 0x10000, 0x20000, 0x40000, 0x80000
+CLONE_PARENT_SETTID, CLONE_CHILD_CLEARTID, CLONE_DETACHED = 0x100000, 0x200000, 0x400000
+CLONE_UNTRACED, CLONE_CHILD_SETTID, CLONE_NEWCGROUP = 0x800000, 0x1000000, 0x2000000
+CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET, CLONE_IO = (
+    0x4000000, 0x8000000, 0x10000000, 0x20000000, 0x40000000, 0x80000000)
+CLONE_NAMES = {v: k for k, v in dict(
+    CLONE_VM=CLONE_VM, CLONE_FS=CLONE_FS, CLONE_FILES=CLONE_FILES, CLONE_SIGHAND=CLONE_SIGHAND,
+    CLONE_PIDFD=CLONE_PIDFD, CLONE_PTRACE=CLONE_PTRACE, CLONE_VFORK=CLONE_VFORK, CLONE_PARENT=CLONE_PARENT,
+    CLONE_THREAD=CLONE_THREAD, CLONE_NEWNS=CLONE_NEWNS, CLONE_SYSVSEM=CLONE_SYSVSEM, CLONE_SETTLS=CLONE_SETTLS,
+    CLONE_PARENT_SETTID=CLONE_PARENT_SETTID, CLONE_CHILD_CLEARTID=CLONE_CHILD_CLEARTID,
+    CLONE_DETACHED=CLONE_DETACHED, CLONE_UNTRACED=CLONE_UNTRACED, CLONE_CHILD_SETTID=CLONE_CHILD_SETTID).items()}
+_NAMESPACES = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET
+WNOHANG, WUNTRACED, WCONTINUED, WEXITED, WNOWAIT = 1, 2, 8, 4, 0x01000000
+__WNOTHREAD, __WALL, __WCLONE = 0x20000000, 0x40000000, 0x80000000
+P_ALL, P_PID, P_PGID, P_PIDFD = 0, 1, 2, 3
+
+
+def do_clone(t: Task, flags: int, stack: int, parent_tid: int, child_tid: int, tls: int,
+             exit_signal: int) -> int:
+    kernel = t.kernel
+    if flags & CLONE_THREAD and not flags & CLONE_SIGHAND or flags & CLONE_SIGHAND and not flags & CLONE_VM:
+        raise SyscallError(errno.EINVAL)
+    if flags & (CLONE_PIDFD | CLONE_PARENT) and flags & CLONE_THREAD:
+        raise SyscallError(errno.EINVAL)
+    if flags & _NAMESPACES:
+        raise SyscallError(errno.EPERM)
+    tid = kernel.allocate_pid()
+    if flags & CLONE_THREAD:
+        group = t.group
+    else:
+        parent = t.group.parent if flags & CLONE_PARENT and t.group.parent else t.group
+        group = ThreadGroup(tid, parent, t.group.exe)
+        group.exit_signal = exit_signal
+        group.start_ns = time.monotonic_ns()
+        if flags & CLONE_SIGHAND:
+            group.sigactions = t.group.sigactions
+        else:
+            group.sigactions = [type(a)(a.handler, a.flags, a.restorer, a.mask) for a in t.group.sigactions]
+    mm = t.mm if flags & CLONE_VM else t.mm.fork()
+    fds = t.fds if flags & CLONE_FILES else t.fds.fork()
+    fs = t.fs if flags & CLONE_FS else t.fs.fork()
+    t.context.read_fpstate(t.arch)
+    state = kernel.platform.new_arch_state()
+    for name in ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rcx", "rdx", "rsi",
+                 "rdi", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs"):
+        setattr(state.regs, name, getattr(t.arch.regs, name))
+    state.regs.rax = 0
+    state.fpstate[:] = t.arch.fpstate
+    state.fp_dirty = True
+    if stack:
+        state.regs.rsp = stack
+    if flags & CLONE_SETTLS:
+        state.regs.fs_base = tls
+    child = Task(kernel, tid, group, mm, fds, fs, state, kernel.platform.new_context())
+    child.comm = t.comm
+    child.signal_mask = t.signal_mask
+    if not flags & CLONE_THREAD:
+        child.sigaltstack = t.sigaltstack
+    if flags & CLONE_CHILD_CLEARTID:
+        child.clear_child_tid = child_tid
+    if flags & CLONE_PARENT_SETTID:
+        t.mm.write_u32(parent_tid, tid)
+    if flags & CLONE_CHILD_SETTID:
+        mm.write_u32(child_tid, tid)
+    with kernel.lock:
+        if t.group.exit_status is not None:
+            raise SyscallError(errno.EINTR)
+        group.tasks.append(child)
+        kernel.tasks[tid] = child
+        if not flags & CLONE_THREAD:
+            kernel.groups[tid] = group
+            group.parent.children.append(group)  # type: ignore[union-attr]
+    if flags & CLONE_VFORK:
+        child.vfork_parent = t
+    setup = None if flags & CLONE_VM else (lambda: mm.activate(kernel.platform.new_address_space()))
+    if kernel.tracer is not None:
+        kernel.tracer.event(t, "clone", tid)
+    kernel.spawn(child, setup)
+    if flags & CLONE_VFORK:
+        wait_until(t, (group.child_events,), lambda: child.vfork_done, interruptible=False)
+    return tid
+
+
+def sys_clone(t: Task, flags: int, stack: int, parent_tid: int, child_tid: int, tls: int) -> int:
+    return do_clone(t, flags & ~0xFF, stack, parent_tid, child_tid, tls, flags & 0xFF)
+
+
+def sys_fork(t: Task) -> int:
+    return do_clone(t, 0, 0, 0, 0, 0, S.SIGCHLD)
+
+
+def sys_vfork(t: Task) -> int:
+    return do_clone(t, CLONE_VM | CLONE_VFORK, 0, 0, 0, 0, S.SIGCHLD)
+
+
+_CLONE_ARGS = struct.Struct("<11Q")
+
+
+def sys_clone3(t: Task, args: int, size: int) -> int:
+    if size < 64 or size > 4096:
+        raise SyscallError(errno.EINVAL)
+    raw = t.mm.copy_in(args, min(size, _CLONE_ARGS.size)).ljust(_CLONE_ARGS.size, b"\0")
+    flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup = \
+        _CLONE_ARGS.unpack(raw)
+    if set_tid or set_tid_size or flags & CLONE_PIDFD or exit_signal > 64:
+        raise SyscallError(errno.EINVAL if exit_signal > 64 else errno.ENOSYS)
+    top = stack + stack_size if stack else 0
+    return do_clone(t, flags, top, parent_tid, child_tid, tls, exit_signal)
+
+
+def _matches(t: Task, child: ThreadGroup, idtype: int, ident: int, options: int) -> bool:
+    if idtype == P_PID and child.pid != ident:
+        return False
+    if idtype == P_PGID and child.pgid != ident:
+        return False
+    clone_child = child.exit_signal != S.SIGCHLD
+    if options & __WALL:
+        return True
+    return clone_child == bool(options & __WCLONE)
+
+
+def _wait(t: Task, idtype: int, ident: int, options: int) -> ThreadGroup | None:
+    """The zombie child to report, None with WNOHANG, ECHILD if none can come."""
+    kernel = t.kernel
+    groups = [t.group]
+    found: list[ThreadGroup] = []
+
+    def ready() -> bool:
+        with kernel.lock:
+            candidates = [c for g in groups for c in g.children if _matches(t, c, idtype, ident, options)]
+            if not candidates:
+                raise SyscallError(errno.ECHILD)
+            for c in candidates:
+                if c.zombie:
+                    found.append(c)
+                    return True
+        return False
+
+    if options & WNOHANG:
+        return found[0] if ready() else None
+    wait_until(t, (t.group.child_events,), ready)
+    return found[0]
+
+
+def _reap(t: Task, child: ThreadGroup) -> None:
+    with t.kernel.lock:
+        if child in t.group.children:
+            t.group.children.remove(child)
+        t.kernel.groups.pop(child.pid, None)
+
+
+def sys_wait4(t: Task, pid: int, status_addr: int, options: int, rusage: int) -> int:
+    pid = s32(pid)
+    if options & ~(WNOHANG | WUNTRACED | WCONTINUED | __WNOTHREAD | __WALL | __WCLONE):
+        raise SyscallError(errno.EINVAL)
+    if pid == -1:
+        idtype, ident = P_ALL, 0
+    elif pid > 0:
+        idtype, ident = P_PID, pid
+    else:
+        idtype, ident = P_PGID, (t.group.pgid if pid == 0 else -pid)
+    child = _wait(t, idtype, ident, options)
+    if child is None:
+        return 0
+    if status_addr:
+        t.mm.write_u32(status_addr, child.exit_status or 0)
+    if rusage:
+        t.mm.copy_out(rusage, bytes(144))
+    _reap(t, child)
+    return child.pid
+
+
+def sys_waitid(t: Task, idtype: int, ident: int, infop: int, options: int, rusage: int) -> int:
+    if not options & WEXITED:
+        raise SyscallError(errno.EINVAL)
+    if idtype not in (P_ALL, P_PID, P_PGID):
+        raise SyscallError(errno.EINVAL)
+    child = _wait(t, idtype, s32(ident), options)
+    if infop:
+        if child is None:
+            t.mm.copy_out(infop, bytes(128))
+        else:
+            from sentry.kernel.signals import CLD_DUMPED, CLD_EXITED, CLD_KILLED, siginfo
+
+            status = child.exit_status or 0
+            code = CLD_EXITED if not status & 0x7F else (CLD_DUMPED if status & 0x80 else CLD_KILLED)
+            value = (status >> 8) & 0xFF if code == CLD_EXITED else status & 0x7F
+            t.mm.copy_out(infop, siginfo(S.SIGCHLD, code, pid=child.pid, uid=child.creds.uid, status=value))
+    if child is not None and not options & WNOWAIT:
+        _reap(t, child)
+    return 0
+
+
+WAIT_NAMES = {1: "WNOHANG", 2: "WUNTRACED", 8: "WCONTINUED", 4: "WEXITED", 0x01000000: "WNOWAIT",
+              0x40000000: "__WALL", 0x80000000: "__WCLONE"}
+
+ENTRIES = entries(
+    supported("clone", sys_clone, args=(Flags(CLONE_NAMES), Hex, Ptr, Ptr, Hex)),
+    partial("clone3", sys_clone3, args=(Struct("clone_args"), Size), note="no set_tid, no pidfd"),
+    supported("fork", sys_fork),
+    supported("vfork", sys_vfork),
+    partial("wait4", sys_wait4, args=(Int, Ptr, Flags(WAIT_NAMES), Ptr), note="exits only: stopped/continued children are not reported; rusage is zero"),
+    partial("waitid", sys_waitid, args=(Int, Int, Ptr, Flags(WAIT_NAMES), Ptr), note="exits only"),
+)
