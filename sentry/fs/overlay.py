@@ -41,6 +41,7 @@ RENAME_EXCHANGE = 2
 RENAME_WHITEOUT = 4
 OVERLAYFS_SUPER_MAGIC = 0x794C7630
 NAME_MAX = 255
+_ABSENT_MAX = 4096
 
 
 class OverlayFS(FileSystem):
@@ -73,36 +74,41 @@ class OverlayFS(FileSystem):
 
     def lower_node(self, rel: bytes, st: os.stat_result) -> "OvNode":
         fmt = S.S_IFMT(st.st_mode)
-        if fmt == S.S_IFDIR:
-            return OvDir(self, rel, None)
-        if fmt == S.S_IFREG:
-            return OvFile(self, rel, None)
-        if fmt == S.S_IFLNK:
-            return OvSymlink(self, rel, None)
-        return OvSpecial(self, rel, None)
+        cls = OvDir if fmt == S.S_IFDIR else OvFile if fmt == S.S_IFREG else \
+            OvSymlink if fmt == S.S_IFLNK else OvSpecial
+        node = cls(self, rel, None)
+        node.hstat = st
+        return node
 
 
 class OvNode(Node):
     """An overlay node: ``lower`` (host path relative to the rootfs, or
-    None), ``meta`` (Sentry-owned metadata once copied up, else None)."""
+    None), ``meta`` (Sentry-owned metadata once copied up, else None),
+    ``hstat`` (the host's lstat, cached: the rootfs is assumed not to
+    change under a running sandbox, as gVisor assumes by default)."""
 
-    __slots__ = ("lower", "meta")
+    __slots__ = ("lower", "meta", "hstat")
 
-    def __init__(self, fs: OverlayFS, lower: bytes | None, meta: Stat | None):
+    def __init__(self, fs: OverlayFS, lower: bytes | None, meta: Stat | None, hstat=None):
         super().__init__(fs)
         self.lower = lower
         self.meta = meta
+        self.hstat = hstat
 
     def stat(self):
-        if self.meta is not None:
-            return self.meta
-        return self.fs.host.lstat(self.lower)
+        m = self.meta
+        if m is not None:
+            return m
+        h = self.hstat
+        if h is None:
+            h = self.hstat = self.fs.host.lstat(self.lower)
+        return h
 
     def own_meta(self) -> Stat:
         """The Sentry-owned metadata, copied up from the host on first use.
         Caller holds fs.lock."""
         if self.meta is None:
-            self.meta = Stat.copy_of(self.fs.host.lstat(self.lower))
+            self.meta = Stat.copy_of(self.stat())
         return self.meta
 
     def setattr(self, *, mode=None, uid=None, gid=None, size=None, atime_ns=None, mtime_ns=None) -> None:
@@ -264,13 +270,15 @@ class OvDir(OvNode):
     entries and upper ones), ``whiteouts`` (lower names deleted). With
     ``lower`` None the directory has nothing below (upper-only, opaque)."""
 
-    __slots__ = ("children", "whiteouts")
+    __slots__ = ("children", "whiteouts", "absent")
     kind = S.S_IFDIR
 
     def __init__(self, fs, lower, meta):
         super().__init__(fs, lower, meta)
         self.children: dict[bytes, Node] = {}
         self.whiteouts: set[bytes] = set()
+        # Names known missing below (bounded; cleared when full).
+        self.absent: set[bytes] = set()
 
     def open(self, path, flags, ctx):
         if flags & O_ACCMODE != O_RDONLY:
@@ -282,13 +290,18 @@ class OvDir(OvNode):
         c = self.children.get(name)
         if c is not None:
             return c
-        if self.lower is None or name in self.whiteouts:
+        if self.lower is None or name in self.whiteouts or name in self.absent:
             raise err(errno.ENOENT)
         rel = self.lower + b"/" + name if self.lower else name
         try:
             st = self.fs.host.lstat(rel)
         except SyscallError as e:
-            raise err(errno.ENOENT if e.errno in (errno.ENOENT, errno.ENOTDIR) else e.errno) from None
+            if e.errno not in (errno.ENOENT, errno.ENOTDIR):
+                raise
+            if len(self.absent) >= _ABSENT_MAX:
+                self.absent.clear()
+            self.absent.add(name)
+            raise err(errno.ENOENT) from None
         node = self.fs.lower_node(rel, st)
         if node.kind == S.S_IFDIR:
             node.parent, node.name = self, name
@@ -337,6 +350,7 @@ class OvDir(OvNode):
             raise err(errno.ENAMETOOLONG)
         self.children[name] = node
         self.whiteouts.discard(name)
+        self.absent.discard(name)
         m = self.own_meta()
         if node.kind == S.S_IFDIR:
             node.parent, node.name = self, name
