@@ -96,7 +96,9 @@ def dump(task: "Task", addr: int, size: int, log_size: int) -> str:
 
 
 def go_duration(ns: int) -> str:
-    """Go's time.Duration.String(): 850ns, 45.123µs, 1.5ms, 2s, 1m30.5s."""
+    """Go's time.Duration.String(): 0s, 850ns, 45.123µs, 1.5ms, 2s, 1m30.5s."""
+    if ns == 0:
+        return "0s"
     if ns < 1000:
         return f"{ns}ns"
     if ns < 1_000_000:

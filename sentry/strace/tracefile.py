@@ -112,7 +112,7 @@ def _read_json(lines: list[str]) -> tuple[list[Record], int]:
 # ------------------------------------------------------------ runsc text
 
 _RUNSC = re.compile(r"\[\s*(\d+):\s*(\d+)\] (.*?) ([EXP]) (\w+)\((.*)$")
-_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms|µs|us|ns)")
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|µs|us|ns|h|m|s)")
 _GO_UNITS = {"h": 3600e9, "m": 60e9, "s": 1e9, "ms": 1e6, "µs": 1e3, "us": 1e3, "ns": 1.0}
 
 
