@@ -1,0 +1,90 @@
+"""File systems seen by real programs under `sentry run`, on every platform:
+the same answers as native, writes kept in the sandbox, the host untouched."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import native
+from test_fs_vfs import snapshot
+
+
+def test_fs_calls_match_native(sentry, cprog, tmp_path):
+    prog = cprog("fs_ops", "dynamic")
+    (tmp_path / "native").mkdir()
+    (tmp_path / "sandbox").mkdir()
+    want = native(prog, str(tmp_path / "native"))
+    assert want.returncode == 0, want.stderr
+    before = snapshot(str(tmp_path / "sandbox"))
+    got = sentry.run(prog, str(tmp_path / "sandbox"))
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.decode().splitlines() == want.stdout.decode().splitlines()
+    assert snapshot(str(tmp_path / "sandbox")) == before  # every change stayed in the Sentry
+
+
+def test_guest_writes_and_reads_back_host_untouched(sentry, tmp_path):
+    (tmp_path / "keep").write_text("original\n")
+    before = snapshot(str(tmp_path))
+    script = (f"cd {tmp_path} && echo new > made && cat made && echo changed > keep && cat keep"
+              " && rm keep && ls && mkdir -p x/y && mv made x/y/ && ls x/y && cat /proc/self/comm")
+    got = sentry.run("/bin/sh", "-c", script)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == b"new\nchanged\nmade\nmade\ncat\n"
+    assert snapshot(str(tmp_path)) == before
+
+
+def test_ls_la_of_a_directory_matches_host(sentry):
+    argv = ("/bin/ls", "-la", "--time-style=+%s", "/etc")
+    want = native(*argv)
+    got = sentry.run(*argv)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == want.stdout
+
+
+def test_overlay_none_refuses_writes(sentry, tmp_path):
+    got = sentry.run("/bin/sh", "-c", f"echo x > {tmp_path}/f", options=("--overlay=none",))
+    assert got.returncode != 0
+    assert b"Read-only file system" in got.stderr
+    assert not (tmp_path / "f").exists()
+
+
+BUSYBOX = shutil.which("busybox")
+
+
+@pytest.mark.skipif(not BUSYBOX, reason="busybox-static is not installed")
+def test_rootfs_confines_paths(sentry, tmp_path):
+    """In a --rootfs, '..' and absolute symlinks stay inside it."""
+    (tmp_path / "outside").write_text("host secret\n")
+    root = tmp_path / "root"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy(BUSYBOX, root / "bin" / "busybox")
+    for applet in ("sh", "cat", "ls", "echo"):
+        (root / "bin" / applet).symlink_to("/bin/busybox")  # absolute: resolved in the sandbox
+    (root / "etc").mkdir()
+    (root / "etc" / "motd").write_text("inside\n")
+    (root / "abs").symlink_to("/etc")
+    (root / "up").symlink_to("../../../../..")
+    before = snapshot(str(tmp_path))
+    script = ("cat /abs/motd; cat /up/etc/motd; cat /../outside /up/outside 2>&1; "
+              "ls /up; echo w > /new; cat /new; echo ==; ls /proc/self/fd")
+    got = sentry.run("/bin/sh", "-c", script, options=("--rootfs", str(root)), env={"PATH": "/bin"})
+    assert got.returncode == 0, got.stderr
+    lines = got.stdout.decode().splitlines()
+    assert lines[:2] == ["inside", "inside"]
+    assert "host secret" not in got.stdout.decode()
+    assert lines[2].endswith("No such file or directory") and lines[3].endswith("No such file or directory")
+    mark = lines.index("==")
+    assert set(lines[4:mark - 1]) >= {"abs", "bin", "dev", "etc", "proc", "up"}
+    assert lines[mark - 1] == "w" and lines[mark + 1:mark + 4] == ["0", "1", "2"]
+    assert snapshot(str(tmp_path)) == before
+
+
+def test_python_reads_proc_and_pipes(sentry):
+    code = ("import os, subprocess; r, w = os.pipe(); os.write(w, b'ping'); os.close(w); "
+            "print(os.read(r, 10), os.read(r, 10)); "
+            "print(sorted(os.listdir('/proc/self/fd'))[:3], os.readlink('/proc/self/exe')); "
+            "print(open('/proc/self/cmdline', 'rb').read().split(b'\\0')[1:2])")
+    got = sentry.run("/usr/bin/python3.11", "-c", code)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.decode().splitlines() == ["b'ping' b''", "['0', '1', '2'] /usr/bin/python3.11", "[b'-c']"]
