@@ -369,3 +369,17 @@ def test_close_leaves_nothing(memory):
     assert _kvm_fds() == fds
     with open("/proc/self/maps") as f:
         assert "kvm" not in f.read()
+
+
+def test_use_after_close_is_an_error_and_release_a_no_op(memory):
+    p = kvm_cls(memory)
+    g = Guest(p, memory)
+    p.close()
+    g.aspace.release()
+    g.ctx.release()
+    with pytest.raises(base.PlatformError):
+        g.aspace.map_file(DATA, 0, PAGE, RW)
+    with pytest.raises(base.PlatformError):
+        g.ctx.switch(g.aspace, g.state)
+    with pytest.raises(base.PlatformError):
+        p.new_context()

@@ -6,6 +6,11 @@ a fault to a SignalInfo (faults.py) and raises PlatformError on host errors.
 
 Ownership: the Platform owns the VM; AddressSpaces and Contexts hold C
 handles into it and are invalidated (not freed twice) when it closes.
+``Platform._life`` (an RLock) makes close() exclusive with every other
+call into the VM except ``switch``: releasing an address space from a
+thread that is still ending while another thread closes the platform is
+then a no-op, never a use after free. No Context may be inside ``switch``
+when the platform closes.
 Page-table edits need a vCPU of the calling thread for the stores KVM must
 see; each thread gets a private maintenance vCPU on first use, returned to
 the VM's pool when the thread ends.
@@ -47,8 +52,10 @@ class _MaintenanceVcpu:
 
     def __del__(self):
         platform = self._platform()
-        if platform is not None and platform._vm is not None:
-            lib.sentry_kvm_vcpu_free(platform._vm, self.handle)
+        if platform is not None:
+            with platform._life:
+                if platform._vm is not None:
+                    lib.sentry_kvm_vcpu_free(platform._vm, self.handle)
 
 
 class KvmAddressSpace(AddressSpace):
@@ -60,11 +67,13 @@ class KvmAddressSpace(AddressSpace):
             raise PlatformError(f"kvm: new address space: {_message(self._err)}")
 
     def _set(self, addr: int, offset: int, length: int, prot: int) -> None:
-        if self._as is None:
-            raise PlatformError("kvm: address space used after release")
-        vm, maint = self._platform._vm, self._platform._maintenance()
-        if lib.sentry_kvm_as_set(vm, self._as, maint, addr, offset, length, prot, self._err, _ERRLEN):
-            raise PlatformError(f"kvm: map {addr:#x}+{length:#x}: {_message(self._err)}")
+        platform = self._platform
+        with platform._life:
+            if self._as is None:
+                raise PlatformError("kvm: address space used after release")
+            maint = platform._maintenance()
+            if lib.sentry_kvm_as_set(platform._vm, self._as, maint, addr, offset, length, prot, self._err, _ERRLEN):
+                raise PlatformError(f"kvm: map {addr:#x}+{length:#x}: {_message(self._err)}")
 
     def map_file(self, addr: int, offset: int, length: int, prot: int) -> None:
         self._set(addr, offset, length, prot)
@@ -74,12 +83,16 @@ class KvmAddressSpace(AddressSpace):
 
     def lookup(self, addr: int) -> int:
         """The page-table leaf entry mapping addr, 0 if none (for tests)."""
-        return lib.sentry_kvm_as_lookup(self._platform._vm, self._as, addr)
+        with self._platform._life:
+            if self._as is None:
+                raise PlatformError("kvm: address space used after release")
+            return lib.sentry_kvm_as_lookup(self._platform._vm, self._as, addr)
 
     def release(self) -> None:
-        if self._as is not None:
-            lib.sentry_kvm_as_free(self._platform._vm, self._as)
-            self._forget()
+        with self._platform._life:
+            if self._as is not None:
+                lib.sentry_kvm_as_free(self._platform._vm, self._as)
+                self._forget()
 
     def _forget(self) -> None:
         self._as = None
@@ -142,9 +155,10 @@ class KvmContext(Context):
             lib.sentry_kvm_interrupt(vcpu)
 
     def release(self) -> None:
-        if self._vcpu is not None:
-            lib.sentry_kvm_vcpu_free(self._platform._vm, self._vcpu)
-            self._forget()
+        with self._platform._life:
+            if self._vcpu is not None:
+                lib.sentry_kvm_vcpu_free(self._platform._vm, self._vcpu)
+                self._forget()
 
     def _forget(self) -> None:
         self._vcpu = None
@@ -161,6 +175,7 @@ class KvmPlatform(Platform):
 
     def __init__(self, memory: MemoryFileLike):
         super().__init__(memory)
+        self._life = threading.RLock()
         with open(stub.binary("ring0.bin"), "rb") as f:
             ring0 = f.read()
         err = _errbuf()
@@ -178,21 +193,25 @@ class KvmPlatform(Platform):
         return maint.handle
 
     def new_address_space(self) -> KvmAddressSpace:
-        self._check_open()
-        aspace = KvmAddressSpace(self)
-        self._children.add(aspace)
-        return aspace
+        with self._life:
+            self._check_open()
+            aspace = KvmAddressSpace(self)
+            self._children.add(aspace)
+            return aspace
 
     def new_context(self) -> KvmContext:
-        self._check_open()
-        ctx = KvmContext(self)
-        self._children.add(ctx)
-        return ctx
+        with self._life:
+            self._check_open()
+            ctx = KvmContext(self)
+            self._children.add(ctx)
+            return ctx
 
     def counts(self) -> tuple[int, int]:
         """(live vCPUs incl. maintenance ones, live address spaces), for leak checks."""
         vcpus, spaces = ffi.new("int *"), ffi.new("int *")
-        lib.sentry_kvm_vm_counts(self._vm, vcpus, spaces)
+        with self._life:
+            self._check_open()
+            lib.sentry_kvm_vm_counts(self._vm, vcpus, spaces)
         return vcpus[0], spaces[0]
 
     def _check_open(self) -> None:
@@ -200,10 +219,11 @@ class KvmPlatform(Platform):
             raise PlatformError("kvm: platform is closed")
 
     def close(self) -> None:
-        if self._vm is None:
-            return
-        for child in list(self._children):
-            child._forget()
-        self._tls = threading.local()
-        vm, self._vm = self._vm, None
-        lib.sentry_kvm_vm_free(vm)
+        with self._life:
+            if self._vm is None:
+                return
+            for child in list(self._children):
+                child._forget()
+            self._tls = threading.local()
+            vm, self._vm = self._vm, None
+            lib.sentry_kvm_vm_free(vm)
