@@ -22,6 +22,7 @@ from sentry.fs.node import W_OK, X_OK, Node, may_access
 from sentry.fs.pipe import PipeNode, new_pipe
 from sentry.fs.synth import SynthFS
 from sentry.fs.vfs import PATH_MAX, check_access, creds_of
+from sentry.kernel import signals as sig
 from sentry.kernel.task import Task
 from sentry.kernel.wait import WaitQueue, wait_until
 from sentry.syscalls.spec import (FD, Enum, Flags, Hex, Int, OutStruct, Path, Ptr, ReadBuf, Size, Str, UInt,
@@ -138,9 +139,9 @@ def _write(t: Task, f: OpenFile, data: bytes) -> int:
 
 
 def _sigpipe(t: Task) -> None:
-    from sentry.syscalls.signals import _send_to_self
-
-    _send_to_self(t, _signal.SIGPIPE)
+    """A write to a pipe without readers: SIGPIPE to the writing thread."""
+    info = sig.siginfo(_signal.SIGPIPE, 0, pid=t.pid, uid=t.creds.uid)  # SI_USER, as Linux's send_sig
+    sig.send(t.kernel, t.group, _signal.SIGPIPE, info, task=t)
 
 
 def _readable(t: Task, fd: int) -> OpenFile:
