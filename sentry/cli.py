@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--env", action="append", default=[], metavar="K=V", help="set an environment variable")
     run.add_argument("--clear-env", action="store_true", help="start from an empty environment")
     run.add_argument("--seed", type=int, default=None, help="seed for address randomization (reproducible runs)")
+    run.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                     help="end the sandbox after SECONDS (exit status 124)")
     run.add_argument("--debug", action="store_true", help="report unsupported calls and guest faults")
     run.add_argument("--strace", action="store_true", help="print every guest system call")
     run.add_argument("--strace-log", metavar="FILE", default=None, help="write the --strace log to FILE (default: stderr)")
@@ -70,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cwd = args.cwd or (os.getcwd() if args.rootfs == "/" else "/")
     try:
         config = Config(platform=args.platform, rootfs=args.rootfs, overlay=args.overlay, cwd=cwd,
-                        seed=args.seed, debug=args.debug, **_strace_options(args))
+                        seed=args.seed, debug=args.debug, timeout=args.timeout, **_strace_options(args))
         status = run_program(config, [os.fsencode(a) for a in argv], env)
     except SandboxError as e:
         print(f"sentry: {e}", file=sys.stderr)

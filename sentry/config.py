@@ -21,3 +21,4 @@ class Config:
     strace_log_size: int = 1024  # bytes of each buffer or string shown
     strace_syscalls: tuple[str, ...] | None = None  # trace only these (None: all)
     memory_limit: int | None = None
+    timeout: float | None = None  # seconds; then the sandbox ends with status 124

@@ -7,7 +7,9 @@ waits for it and returns a wait(2) status. Errors the user can act on are
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 
 from platforms import base
@@ -46,8 +48,12 @@ def run_program(config: Config, argv: list[bytes], envp: list[bytes]) -> int:
             kernel.start(argv, envp)
         except ExecError as e:
             raise SandboxError(e.message, exec_error_status(e)) from None
-        while not kernel.done.wait(0.5):
-            pass
+        with _forward_signals(kernel):
+            timed_out = not kernel.done.wait(config.timeout)
+        if timed_out:
+            kernel.debug(f"--timeout {config.timeout}s reached: ending the sandbox")
+            kernel.end()
+            return 124 << 8
     finally:
         kernel.close()
     if kernel.crash is not None:
@@ -59,6 +65,29 @@ def run_program(config: Config, argv: list[bytes], envp: list[bytes]) -> int:
     status = kernel.init_status
     assert status is not None
     return status
+
+
+@contextlib.contextmanager
+def _forward_signals(kernel: Kernel):
+    """SIGINT, SIGTERM and SIGHUP sent to the Sentry go to the guest's
+    foreground process group (init's), as a terminal would send them."""
+    def forward(signo, _frame) -> None:
+        from sentry.kernel import signals
+
+        init = kernel.init
+        if init is None:
+            return
+        with kernel.lock:
+            groups = [g for g in kernel.groups.values() if g.pgid == init.pgid and not g.zombie]
+        for g in groups:
+            signals.send(kernel, g, signo, signals.siginfo(signo, signals.SI_USER))
+
+    previous = {signo: signal.signal(signo, forward) for signo in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signo, handler in previous.items():
+            signal.signal(signo, handler)
 
 
 def exit_code(status: int) -> int:

@@ -255,6 +255,12 @@ class Kernel:
                 signals.send(self, parent, group.exit_signal, info)
             parent.child_events.notify()
 
+    def end(self) -> None:
+        """End the sandbox now (--timeout): every process is killed."""
+        if self.init is not None:
+            self.exit_group(self.init, killed_status(S.SIGKILL))
+        self._end_sandbox()
+
     def _end_sandbox(self) -> None:
         with self.lock:
             groups = [g for g in self.groups.values() if not g.zombie]

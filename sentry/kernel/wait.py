@@ -37,6 +37,7 @@ class _Loop:
 
     def __init__(self) -> None:
         self._token = None
+        self._nursery = None
         self._lock = threading.Lock()
 
     def token(self):
@@ -52,9 +53,11 @@ class _Loop:
         ready = threading.Event()
 
         async def main() -> None:
-            self._token = trio.lowlevel.current_trio_token()
-            ready.set()
-            await trio.sleep_forever()
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._token = trio.lowlevel.current_trio_token()
+                ready.set()
+                await trio.sleep_forever()
 
         threading.Thread(target=trio.run, args=(main,), name="sentry-trio", daemon=True).start()
         ready.wait()
@@ -68,6 +71,11 @@ class _Loop:
         import trio
 
         return trio.from_thread.run_sync(fn, *args, trio_token=self.token())
+
+    def start_soon(self, afn, *args) -> None:
+        """Run ``afn(*args)`` as a background trio task (timers)."""
+        self.token()
+        self.run_sync(self._nursery.start_soon, afn, *args)
 
     def in_loop(self) -> bool:
         return threading.current_thread().name == "sentry-trio"

@@ -168,13 +168,21 @@ def sys_rt_sigsuspend(t: Task, mask_addr: int, sigsetsize: int) -> int:
     mask = t.mm.read_u64(mask_addr)
     t.saved_mask = t.signal_mask
     t.signal_mask = mask & ~sig.UNBLOCKABLE
-    wait_until(t, (), lambda: False)
-    raise SyscallError(ERESTARTNOHAND)  # unreachable: only a signal ends the wait
+    return _wait_for_signal(t)
+
+
+def _wait_for_signal(t: Task) -> int:
+    """Sleep until a signal comes; then EINTR once its handler has run
+    (ERESTARTNOHAND: a signal with no handler resumes the sleep)."""
+    try:
+        wait_until(t, (), lambda: False)
+    except SyscallError:
+        pass
+    raise SyscallError(ERESTARTNOHAND)
 
 
 def sys_pause(t: Task) -> int:
-    wait_until(t, (), lambda: False)
-    raise SyscallError(ERESTARTNOHAND)
+    return _wait_for_signal(t)
 
 
 def sys_rt_sigtimedwait(t: Task, set_addr: int, info_addr: int, timeout_addr: int, sigsetsize: int) -> int:
