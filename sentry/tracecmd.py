@@ -41,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     diff.add_argument("--context", type=int, default=3, metavar="N", help="calls of context around each divergence")
     diff.add_argument("--max", type=int, default=5, metavar="N", help="divergences shown (default 5)")
     diff.add_argument("--ignore", default="", metavar="NAMES", help="system calls to leave out (comma-separated)")
+    diff.add_argument("--width", type=int, default=200, metavar="N", help="cut shown calls at N characters (0: never)")
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -50,7 +51,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         if args.trace_command == "summary":
             return summary(load(args.file), sys.stdout)
         ignore = frozenset(n.strip() for n in args.ignore.split(",") if n.strip())
-        return diff(load(args.a), load(args.b), sys.stdout, args.context, args.max, ignore)
+        return diff(load(args.a), load(args.b), sys.stdout, args.context, args.max, ignore, args.width)
     except BrokenPipeError:
         raise
     except OSError as e:
@@ -89,7 +90,7 @@ def summary(trace: "Trace", out) -> int:
     for r in calls:
         for t in (by_name[r.name], by_proc[r.pid], total):
             t.add(r)
-        comm.setdefault(r.pid, r.comm)
+        comm[r.pid] = r.comm  # the latest: after an exec
         if r.errno is not None:
             errors[(r.name, r.errno)] += 1
     timed = total.timed > 0
@@ -158,11 +159,18 @@ def threads(trace: "Trace", ignore: frozenset[str]) -> list[tuple[int, list["Rec
 
 
 def diff(a: "Trace", b: "Trace", out, context: int = 3, limit: int = 5,
-         ignore: frozenset[str] = frozenset()) -> int:
-    """Print the first ``limit`` divergences; return 0 if the traces agree,
-    1 if they differ (as diff(1))."""
+         ignore: frozenset[str] = frozenset(), width: int = 200) -> int:
+    """Print the first ``limit`` divergences, each record cut at ``width``
+    characters; return 0 if the traces agree, 1 if they differ (as diff(1))."""
     ta, tb = threads(a, ignore), threads(b, ignore)
     w = out.write
+
+    def show(mark: str, r: "Record") -> None:
+        text = r.show()
+        if width and len(text) > width:
+            text = text[:width - 3] + "..."
+        w(f"{mark} {text}\n")
+
     w(f"--- {a.path} ({a.format}, {sum(len(s) for _, s in ta)} records, {len(ta)} threads)\n")
     w(f"+++ {b.path} ({b.format}, {sum(len(s) for _, s in tb)} records, {len(tb)} threads)\n")
     shown = 0
@@ -184,13 +192,13 @@ def diff(a: "Trace", b: "Trace", out, context: int = 3, limit: int = 5,
             shown += 1
             w(f"@@ {a.path}:{i1 + 1} {b.path}:{j1 + 1} @@\n")
             for r in ra[max(0, i1 - context):i1]:
-                w(f"  {r.show()}\n")
+                show(" ", r)
             for r in ra[i1:i2]:
-                w(f"- {r.show()}\n")
+                show("-", r)
             for r in rb[j1:j2]:
-                w(f"+ {r.show()}\n")
+                show("+", r)
             for r in ra[i2:i2 + context]:
-                w(f"  {r.show()}\n")
+                show(" ", r)
     if not differ:
         w("no divergence\n")
     return 1 if differ else 0

@@ -68,6 +68,25 @@ def test_diff_of_one_run_two_formats_agrees(sandbox_traces):
     assert "no divergence" in got.stdout
 
 
+def test_diff_across_platforms(golden_prog, tmp_path):
+    """Every available platform runs the program through the same calls."""
+    from conftest import Sentry
+    from platforms import base
+
+    names = [n for n in base.names() if base.lookup(n).available()[0]]
+    if len(names) < 2:
+        pytest.skip(f"only {names} available")
+    traces = []
+    for name in names:
+        out = tmp_path / f"{name}.json"
+        got = Sentry(name).run(golden_prog, options=("--strace-json", str(out)))
+        assert got.returncode == 3, (name, got.stderr)
+        traces.append(str(out))
+    for other in traces[1:]:
+        got = trace_cli("diff", traces[0], other)
+        assert got.returncode == 0, got.stdout
+
+
 @needs_strace
 def test_diff_against_native_strace(sandbox_traces, golden_prog, tmp_path):
     js, _ = sandbox_traces

@@ -166,6 +166,24 @@ def _s_stat(task: "Task", addr: int, args: tuple[int, ...], i: int) -> str:
             f"mtime={_time_text(msec, mnsec)}, ctime={_time_text(csec, cnsec)}}}")
 
 
+_STATX = _struct.Struct("<IIQIIIH2xQQQQ qI4x qI4x qI4x qI4x IIII")
+_STATFS = _struct.Struct("<qqQQQQQ8xqqq")
+
+
+def _s_statx(task: "Task", addr: int, args: tuple[int, ...], i: int) -> str:
+    (mask, blksize, _attrs, nlink, uid, gid, mode, ino, size, blocks, _amask, asec, ansec, _bsec, _bnsec,
+     csec, cnsec, msec, mnsec, rmaj, rmin, dmaj, dmin) = _read(task, addr, _STATX)
+    return (f"{{mask={mask:#x}, dev={dmaj}:{dmin}, ino={ino}, mode={names.file_mode(mode)}, nlink={nlink}, "
+            f"uid={uid}, gid={gid}, rdev={rmaj}:{rmin}, size={size}, blksize={blksize}, blocks={blocks}, "
+            f"atime={_time_text(asec, ansec)}, mtime={_time_text(msec, mnsec)}, ctime={_time_text(csec, cnsec)}}}")
+
+
+def _s_statfs(task: "Task", addr: int, args: tuple[int, ...], i: int) -> str:
+    ftype, bsize, blocks, bfree, bavail, files, ffree, namelen, frsize, flags = _read(task, addr, _STATFS)
+    return (f"{{type={ftype:#x}, bsize={bsize}, blocks={blocks}, bfree={bfree}, bavail={bavail}, files={files}, "
+            f"ffree={ffree}, namelen={namelen}, frsize={frsize}, flags={flags:#x}}}")
+
+
 def _s_rlimit(task: "Task", addr: int, args: tuple[int, ...], i: int) -> str:
     cur, top = _read(task, addr, _RLIMIT)
     show = lambda v: "RLIM_INFINITY" if v == _RLIM_INFINITY else str(v)  # noqa: E731
@@ -272,6 +290,7 @@ def _s_fdpair(task: "Task", addr: int, args: tuple[int, ...], i: int) -> str:
 StructFn = Callable[["Task", int, tuple[int, ...], int], str]
 STRUCTS: dict[str, StructFn] = {
     "timespec": _s_timespec, "timeval": _s_timeval, "itimerspec": _s_itimerspec, "stat": _s_stat,
+    "statx": _s_statx, "statfs": _s_statfs,
     "rlimit": _s_rlimit, "sigset": _s_sigset, "sigaction": _s_sigaction, "stack_t": _s_stack,
     "utsname": _s_utsname, "sysinfo": _s_sysinfo, "rusage": _s_rusage, "sockaddr": _s_sockaddr,
     "iovec": _s_iovec, "pollfd": _s_pollfd, "fdpair": _s_fdpair,
@@ -340,24 +359,39 @@ def _fd(task: "Task", args: tuple[int, ...], i: int) -> str:
     return f"{fd:#x} {path}" if path else f"{fd:#x}"
 
 
+def _memo(text: Callable[[int], str]) -> Pre:
+    """A decoder of the value alone, remembering the last values seen
+    (flag words repeat: the same few per call site)."""
+    seen: dict[int, str] = {}
+
+    def decode(task: "Task", args: tuple[int, ...], i: int) -> str:
+        v = args[i]
+        shown = seen.get(v)
+        if shown is None:
+            if len(seen) >= _MEMO_SIZE:
+                seen.clear()
+            shown = seen[v] = text(v)
+        return shown
+
+    return decode
+
+
+_MEMO_SIZE = 256
+
+
 def _flags(table: object) -> Pre:
     if not isinstance(table, dict):
         return _hex
 
-    def decode(task: "Task", args: tuple[int, ...], i: int) -> str:
-        v = args[i]
+    def text(v: int) -> str:
         shown = names.flag_names(v, table)
         return f"{v:#x} ({shown})" if shown else f"{v:#x}"
 
-    return decode
+    return _memo(text)
 
 
 def _named(fn: Callable[[int], str], mask: int = 0xFFFF_FFFF) -> Pre:
-    def decode(task: "Task", args: tuple[int, ...], i: int) -> str:
-        v = args[i] & mask
-        return f"{v:#x} ({fn(v)})"
-
-    return decode
+    return _memo(lambda v: f"{v & mask:#x} ({fn(v & mask)})")
 
 
 def _enum(table: object) -> Pre:
