@@ -239,4 +239,8 @@ def test_names():
     assert names.errno_name(11) == "EAGAIN" and names.errno_name(35) == "EDEADLK" and names.errno_name(9999) == "9999"
     assert decode.quote(b'a"\\\n\x00\xff') == r'"a\"\\\n\x00\xff"'
     assert decode.result_text(-2, 1500) == "-2 (0xfffffffffffffffe) errno=2 (ENOENT) (1.5µs)"
+    assert decode._sockaddr_text(b"\x02\x00\x00\x50\x7f\x00\x00\x01" + bytes(8)) == \
+        "{Family: AF_INET, Addr: 127.0.0.1, Port: 80}"
+    assert decode._sockaddr_text(b"\x01\x00\x00sock\x00") == '{Family: AF_UNIX, Addr: @"sock\\x00"}'
+    assert decode._sockaddr_text(b"\x01\x00/tmp/s\x00junk") == '{Family: AF_UNIX, Addr: "/tmp/s"}'
     assert decode.result_text(1 << 46, 5) == f"{1 << 46} ({1 << 46:#x}) (5ns)"

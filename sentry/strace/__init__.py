@@ -1,9 +1,10 @@
 """strace for the Sentry: every guest system call, decoded, as it happens.
 
-In a nutshell: ``make_tracer(config)`` returns a ``Tracer`` that the run
-loop calls before each system call handler and whose returned callable it
-calls after (``sentry.kernel.run.Tracer``). With ``--strace`` off there is
-no tracer and the run loop pays one ``is not None`` test per call.
+In a nutshell: ``make_tracer(config)`` returns a ``Tracer``; the run loop
+calls ``tracer.enter(task, entry, args)`` before each system call handler
+and the callable it returns after (``sentry.kernel.run``). With
+``--strace`` off there is no tracer and the run loop pays one ``is not
+None`` test per call.
 Arguments are decoded from the system-call table's ``Arg`` kinds
 (``decode``), with per-call plans built once per system call number.
 ``Tracer.event(task, kind, detail)`` is the kernel's hook for process
@@ -16,8 +17,8 @@ back: ours and strace(1)'s, for ``sentry trace``).
 Text output (``--strace``, to stderr or ``--strace-log FILE``) follows
 gVisor's ``runsc --strace``: an entry and an exit line per call::
 
-    I1122 04:51:02.123456  [   1:   1] ls E openat(AT_FDCWD, 0x4a1b20 "/usr/lib", 0x90800 (O_RDONLY|...), 0o0)
-    I1122 04:51:02.123789  [   1:   1] ls X openat(AT_FDCWD, 0x4a1b20 "/usr/lib", ...) = 3 (0x3) (45.1µs)
+    I1122 04:51:02.123456  [   1:   1] ls E openat(AT_FDCWD /home, 0x7f3a0b1 "/usr/lib", 0x90800 (O_RDONLY|...), 0o0)
+    I1122 04:51:02.123789  [   1:   1] ls X openat(AT_FDCWD /home, 0x7f3a0b1 "/usr/lib", ...) = 3 (0x3) (45.1µs)
     I1122 04:51:02.124000  [   1:   1] ls X openat(...) = -2 (0xfffffffffffffffe) errno=2 (ENOENT) (12µs)
     I1122 04:51:02.130000  [   1:   1] ls P exit(status=0 (exited 0))
 

@@ -34,6 +34,7 @@ An unknown kind or struct name shows the raw value in hex.
 from __future__ import annotations
 
 import datetime as _dt
+import ipaddress
 import struct as _struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
@@ -233,16 +234,14 @@ def _sockaddr_text(data: bytes) -> str:
         return "{}"
     family = int.from_bytes(data[:2], "little")
     fam = names.ADDRESS_FAMILIES.get(family, str(family))
-    if family == 1:  # AF_UNIX
+    if family == 1:  # AF_UNIX: a path, or an abstract name after a NUL (shown as @"name")
         path = data[2:]
-        shown = "@" + quote(path[1:])[1:-1] if path[:1] == b"\0" else path.split(b"\0", 1)[0].decode("latin-1")
-        return f"{{Family: {fam}, Addr: {shown!s}}}"
+        shown = "@" + quote(path[1:]) if path[:1] == b"\0" else quote(path.split(b"\0", 1)[0])
+        return f"{{Family: {fam}, Addr: {shown}}}"
     if family == 2 and len(data) >= 8:  # AF_INET
         port = int.from_bytes(data[2:4], "big")
         return f"{{Family: {fam}, Addr: {'.'.join(str(b) for b in data[4:8])}, Port: {port}}}"
     if family == 10 and len(data) >= 24:  # AF_INET6
-        import ipaddress
-
         port = int.from_bytes(data[2:4], "big")
         return f"{{Family: {fam}, Addr: {ipaddress.IPv6Address(data[8:24])}, Port: {port}}}"
     if family == 16 and len(data) >= 12:  # AF_NETLINK
