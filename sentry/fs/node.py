@@ -112,6 +112,15 @@ def may_access(st, creds, mask: int) -> bool:
     return (bits & mask & 7) == mask
 
 
+class DirMoves:
+    """Counts directories put in or taken out of the tree (mkdir, rmdir,
+    rename, mount): a cached directory path older than ``count`` is stale.
+    Bump with ``DirMoves.count += 1`` whenever a directory's parent or name
+    changes."""
+
+    count = 0
+
+
 def err(code: int) -> SyscallError:
     return SyscallError(code)
 
@@ -126,7 +135,7 @@ class Node:
     ``fs``: the owning file system (for EXDEV checks and statfs).
     """
 
-    __slots__ = ("parent", "name", "mounts", "fs", "__weakref__")
+    __slots__ = ("parent", "name", "mounts", "fs", "path_cache", "__weakref__")
     kind = 0  # S_IFMT bits of this node's type
 
     def __init__(self, fs: "FileSystem"):
@@ -134,6 +143,8 @@ class Node:
         self.name = b""
         self.mounts: dict[bytes, Node] | None = None
         self.fs = fs
+        # (DirMoves.count, root, path) of the last vfs.path_of, for dirs
+        self.path_cache: tuple[int, Node, str] | None = None
 
     # --- any node -----------------------------------------------------
     def stat(self):

@@ -34,7 +34,7 @@ import threading
 from sentry.errors import SyscallError
 from sentry.fs.file import O_ACCMODE, O_RDONLY, O_TRUNC, DirFile, SeekableFile
 from sentry.fs.hostroot import HostRoot
-from sentry.fs.node import BLKSIZE, FileSystem, Node, Stat, dtype_of, err
+from sentry.fs.node import BLKSIZE, DirMoves, FileSystem, Node, Stat, dtype_of, err
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -231,7 +231,7 @@ class OvRegularFile(SeekableFile):
         self.hostfd = hostfd
         self.host_key = None
         if hostfd is not None:
-            st = os.fstat(hostfd)
+            st = node.stat()  # the host's (cached) lstat: see OvNode.hstat
             self.host_key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
     def size(self) -> int:
@@ -354,6 +354,7 @@ class OvDir(OvNode):
         m = self.own_meta()
         if node.kind == S.S_IFDIR:
             node.parent, node.name = self, name
+            DirMoves.count += 1
             m.st_nlink += 1
         m.touch()
 
@@ -364,6 +365,7 @@ class OvDir(OvNode):
             self.whiteouts.add(name)
         m = self.own_meta()
         if node.kind == S.S_IFDIR:
+            DirMoves.count += 1
             m.st_nlink -= 1
         m.touch()
 

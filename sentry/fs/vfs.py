@@ -29,7 +29,7 @@ from sentry.errors import SyscallError
 from sentry.fs.dev import make_devfs
 from sentry.fs.file import (O_ACCMODE, O_CREAT, O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_PATH, O_RDONLY, O_RDWR,
                             O_TMPFILE, O_TRUNC, O_WRONLY, OpenFile)
-from sentry.fs.node import R_OK, W_OK, X_OK, FileSystem, Node, err, may_access
+from sentry.fs.node import R_OK, W_OK, X_OK, DirMoves, FileSystem, Node, err, may_access
 from sentry.fs.overlay import OverlayFS
 from sentry.fs.proc import ProcFS
 from sentry.fs.synth import SYSFS_MAGIC, SynthDir, SynthFS
@@ -60,6 +60,15 @@ def check_access(node: Node, creds, mask: int) -> None:
 
 def path_of(node: Node, root: Node) -> str:
     """The sandbox path of directory ``node`` seen from ``root``."""
+    c = node.path_cache
+    if c is not None and c[0] == DirMoves.count and c[1] is root:
+        return c[2]
+    path = _path_of(node, root)
+    node.path_cache = (DirMoves.count, root, path)
+    return path
+
+
+def _path_of(node: Node, root: Node) -> str:
     names = []
     n = node
     while n is not root and n.parent is not None:
@@ -104,6 +113,7 @@ class VFS:
             parent.mounts = {}
         parent.mounts[name] = fs.root
         fs.root.parent, fs.root.name = parent, name
+        DirMoves.count += 1
         self.mount_table.append((path, fs))
 
     def mounts_text(self) -> bytes:
