@@ -324,3 +324,16 @@ def test_getdents_records(vfs, fs):
     with pytest.raises(SyscallError) as e:
         f.seek(0, 0) or f.getdents(10)  # one record does not fit
     assert e.value.errno == errno.EINVAL
+
+
+def test_host_fds_do_not_leak(vfs, fs):
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(300):
+        f = vfs.open(fs, None, b"/a/other", O_RDONLY)
+        kept = vfs.open(fs, None, b"/etc/marker", O_RDONLY)
+        kept.decref()  # the guest closed it, but a mapping may still hold the object
+        assert kept.pread(6, 0) == b"sandbox"[:6]
+        f.decref()
+        vfs.open_exec(fs, b"/bin/prog")  # dropped at once, as after a failed exec
+    del f, kept
+    assert len(os.listdir("/proc/self/fd")) <= before + 1

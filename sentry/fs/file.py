@@ -11,9 +11,12 @@ Pipes (pipe.py), devices (dev.py) and host stdio (stdio.py) derive from
 ``OpenFile`` directly.
 
 Descriptors share an OpenFile (dup, fork): ``incref``/``decref`` count the
-references; the last ``decref`` calls ``release`` (closing host fds,
-waking pipe peers). Anyone else who keeps a file (the memory manager for a
-shared mapping) takes a reference too.
+descriptor references; the last ``decref`` calls ``release`` (a pipe end
+closes: its peer sees EOF or EPIPE). Host resources (a regular file's host
+fd) are not tied to that count but to the object's life (``__del__``): a
+mapping that keeps the object keeps the fd open after the guest closed its
+descriptor, as a Linux VMA keeps its file, and a dropped object frees it
+at once (CPython's reference counting).
 
 Lock order: OpenFile.lock (offset) > the file system's lock > Pipe.cond.
 """
@@ -299,6 +302,6 @@ class HostFDFile(OpenFile):
     def stat(self):
         return os.fstat(self.hostfd)
 
-    def release(self) -> None:
+    def __del__(self) -> None:
         if self.owned:
             os.close(self.hostfd)

@@ -259,10 +259,12 @@ class OvRegularFile(SeekableFile):
             return ("upper", id(node.fs), node.meta.st_ino, node.version)
         return self.host_key
 
-    def release(self) -> None:
+    def __del__(self) -> None:
+        # The host fd lives as long as this object, not as long as guest
+        # descriptors: a file mapping (a VMA) keeps the object, and with it
+        # the fd, after the guest closed its descriptor, as Linux does.
         if self.hostfd is not None:
             os.close(self.hostfd)
-            self.hostfd = None
 
 
 class OvDir(OvNode):
