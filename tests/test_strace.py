@@ -49,6 +49,14 @@ GOLDEN = r"""
 [   1:   1] strace_golden X nanosleep(ADDR {sec=0 nsec=1000}, 0x0) = 0 (0x0) (DUR)
 [   1:   1] strace_golden E uname(ADDR)
 [   1:   1] strace_golden X uname(ADDR {sysname="Linux", nodename="sentry", release="6.1.0-sentry", version="#1 SMP Sentry", machine="x86_64", domainname="(none)"}) = 0 (0x0) (DUR)
+[   1:   1] strace_golden E write(0x1 pipe:[INO], 0x10 (error decoding buffer: EFAULT), 4)
+[   1:   1] strace_golden X write(0x1 pipe:[INO], ..., 4) = -14 (0xfffffffffffffff2) errno=14 (EFAULT) (DUR)
+[   1:   1] strace_golden E openat(AT_FDCWD /, 0x10 (error decoding path: EFAULT), 0x0, 0x0)
+[   1:   1] strace_golden X openat(AT_FDCWD /, 0x10 (error decoding path: EFAULT), 0x0, 0x0) = -14 (0xfffffffffffffff2) errno=14 (EFAULT) (DUR)
+[   1:   1] strace_golden E rt_sigaction(SIGUSR2, 0x10 (error decoding sigaction: EFAULT), 0x0, 8)
+[   1:   1] strace_golden X rt_sigaction(SIGUSR2, 0x10 (error decoding sigaction: EFAULT), 0x0, 8) = -14 (0xfffffffffffffff2) errno=14 (EFAULT) (DUR)
+[   1:   1] strace_golden E execve(ADDR "/bin/sh", 0x10 (error decoding vector: EFAULT), null)
+[   1:   1] strace_golden X execve(ADDR "/bin/sh", 0x10 (error decoding vector: EFAULT), null) = -14 (0xfffffffffffffff2) errno=14 (EFAULT) (DUR)
 [   1:   1] strace_golden E exit_group(3)
 [   1:   1] strace_golden P exit(status=768 (exited 3))
 """.strip().splitlines()
@@ -98,7 +106,7 @@ def test_strace_log_file_and_filter(sentry, golden_prog, tmp_path):
     assert b" E " not in got.stderr  # the log went to the file
     calls = [re.search(r"\] strace_golden ([EXP]) (\w+)\(", line).groups() for line in log.read_text().splitlines()]
     enters = [name for what, name in calls if what == "E"]
-    assert enters[-4:] == ["write", "write", "write", "openat"]
+    assert enters[-6:] == ["write", "write", "write", "openat", "write", "openat"]
     assert set(enters) == {"write", "openat"}
     assert ("P", "exit") in calls  # process events are never filtered
 
@@ -195,7 +203,7 @@ def test_json_events_follow_the_schema(sentry, golden_prog, tmp_path):
     mine = calls[start:]
     assert [e["name"] for e in mine] == ["getppid", "write", "write", "write", "openat", "clock_getres", "getrandom",
                                          "rt_sigprocmask", "rt_sigaction", "mmap", "munmap", "nanosleep", "uname",
-                                         "exit_group"]
+                                         "write", "openat", "rt_sigaction", "execve", "exit_group"]
     bad_write, openat, exit_group = mine[3], mine[4], mine[-1]
     assert bad_write["raw_args"][0] == "0x63" and bad_write["result"] == -9 and bad_write["errno"] == "EBADF"
     assert openat["errno"] == "ENOENT" and openat["result"] == -2

@@ -221,7 +221,7 @@ def _read_strace(lines: list[str]) -> tuple[list[Record], int]:
         if c is None or cut < 0:
             skipped += 1
             continue
-        head, res = body[:cut], body[cut + 3:]
+        head, res = body[:cut].rstrip(), body[cut + 3:]
         name, args = c[1], head[len(c[1]) + 1:]
         if args.endswith(")"):
             args = args[:-1]

@@ -42,6 +42,11 @@ int main(void) {
     ts.tv_nsec = 1000;
     syscall(SYS_nanosleep, &ts, NULL);
     syscall(SYS_uname, &uts);
+    /* Bad pointers: decoded as errors, never a Sentry crash. */
+    syscall(SYS_write, 1, (void *)16, 4);
+    syscall(SYS_openat, AT_FDCWD, (char *)16, O_RDONLY, 0);
+    syscall(SYS_rt_sigaction, SIGUSR2, (void *)16, NULL, 8);
+    syscall(SYS_execve, "/bin/sh", (void *)16, NULL);
     syscall(SYS_exit_group, 3);
     return 1;
 }
