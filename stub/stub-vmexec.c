@@ -126,15 +126,11 @@ __attribute__((used)) static void handler(int signo, void *info, void *uc) {
     m->fs_base = fs;
     m->gs_base = gs;
     __atomic_store_n(&m->state, VMEXEC_EVENT, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&m->sentry_sleeping, __ATOMIC_SEQ_CST)) futex_wake(&m->state);
+    int sentry_awake = !__atomic_load_n(&m->sentry_sleeping, __ATOMIC_SEQ_CST);
+    if (!sentry_awake) futex_wake(&m->state);
 
     /* Wait for RUN: spin while another CPU is free, then sleep. */
-    if (__atomic_load_n(&g->spinners, __ATOMIC_RELAXED) < __atomic_load_n(&g->ncpu, __ATOMIC_RELAXED) - 1) {
-        __atomic_add_fetch(&g->spinners, 1, __ATOMIC_SEQ_CST);
-        for (uint32_t i = g->spin_iters; i && __atomic_load_n(&m->state, __ATOMIC_ACQUIRE) != VMEXEC_RUN; i--)
-            __asm__ volatile("pause" ::: "memory");
-        __atomic_sub_fetch(&g->spinners, 1, __ATOMIC_SEQ_CST);
-    }
+    vmexec_spin(g, m, &m->stub_spin, &m->state, VMEXEC_EVENT, sentry_awake);
     while (__atomic_load_n(&m->state, __ATOMIC_ACQUIRE) != VMEXEC_RUN) {
         __atomic_store_n(&m->stub_sleeping, 1, __ATOMIC_SEQ_CST);
         if (__atomic_load_n(&m->state, __ATOMIC_SEQ_CST) == VMEXEC_EVENT) futex_wait(&m->state, VMEXEC_EVENT);

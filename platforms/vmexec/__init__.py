@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import mmap
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import stub
 from stub._native import ffi, lib
 
-from platforms.base import AddressSpace, Context, Platform, register
+from platforms.base import AddressSpace, Context, Platform, PlatformError, register
 from platforms.vmexec.context import VmexecContext, process_vm_exec
 from platforms.vmexec.stubs import StubProcess
 
@@ -84,23 +85,43 @@ class VmexecPlatform(Platform):
         self._global = ffi.cast("struct vmexec_global *", ffi.from_buffer(self._global_map))
         self._global.ncpu = len(os.sched_getaffinity(0))
         self._global.spin_iters = SPIN_ITERS
-        # Spawns stubs: PR_SET_PDEATHSIG fires when the forking *thread* ends.
+        # Spawns stubs: PR_SET_PDEATHSIG fires when the forking *thread* ends,
+        # so it must be one that lives as long as the platform. It keeps one
+        # stub ready in reserve (fork and execve then wait for nothing).
         self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vmexec-spawner")
-        self._spaces: list[StubProcess] = []
+        self._lock = threading.Lock()
+        self._spaces: list[StubProcess] = []  # guarded by _lock
+        self._reserve: Future[StubProcess] | None = self._spawner.submit(self._spawn)  # guarded by _lock
+
+    def _spawn(self) -> StubProcess:
+        """Runs on the spawner thread."""
+        return StubProcess(self._stub_path, self.memory.fd, self._global_fd, self._global)
 
     def new_address_space(self) -> AddressSpace:
-        space = StubProcess(self._stub_path, self.memory.fd, self._global_fd, self._global, self._spawner)
-        self._spaces = [s for s in self._spaces if not s.released]
-        self._spaces.append(space)
+        with self._lock:
+            if self._reserve is None:
+                raise PlatformError("vmexec: platform used after close")
+            reserve, self._reserve = self._reserve, self._spawner.submit(self._spawn)
+        space = reserve.result()
+        with self._lock:
+            self._spaces = [s for s in self._spaces if not s.released]
+            self._spaces.append(space)
         return space
 
     def new_context(self) -> Context:
         return VmexecContext()
 
     def close(self) -> None:
-        for space in self._spaces:
+        with self._lock:
+            reserve, self._reserve = self._reserve, None
+            spaces, self._spaces = self._spaces, []
+        if reserve is not None:
+            try:
+                spaces.append(reserve.result())
+            except PlatformError:
+                pass  # it never started; nothing to release
+        for space in spaces:
             space.release()
-        self._spaces.clear()
         self._spawner.shutdown(wait=True)
         if self._global_fd >= 0:
             os.close(self._global_fd)

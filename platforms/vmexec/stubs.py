@@ -8,7 +8,9 @@ namespaces. It holds the MemoryFile as fd 3 and nothing else; its mailbox
 memfd (command page, result page, thread slots) is mapped at
 ``VMEXEC_MBOX`` there and at ``self._mbox`` here. Its control thread runs
 the Sentry's commands: ``mmap``/``munmap`` of MemoryFile ranges and
-``clone`` of a new stub thread into a free slot.
+``clone`` of a new stub thread into a free slot. Each stub process starts
+with one spare stub thread, so the first Context to run in it waits for
+nothing.
 
 Lock order: StubProcess.lock (commands, slots, tids) is a leaf.
 """
@@ -18,14 +20,9 @@ import errno
 import mmap
 import os
 import threading
-from typing import TYPE_CHECKING
-
 from stub._native import ffi, lib
 
 from platforms.base import PROT_EXEC, PROT_READ, AddressSpace, PlatformError
-
-if TYPE_CHECKING:
-    from concurrent.futures import Executor
 
 _NR_MMAP, _NR_MPROTECT, _NR_MUNMAP, _NR_CLONE = 9, 10, 11, 56
 _MAP_SHARED, _MAP_FIXED = 0x01, 0x10
@@ -56,14 +53,16 @@ class StubThread:
 
 
 class StubProcess(AddressSpace):
-    def __init__(self, stub_path: str, memfd: int, global_fd: int, global_page, spawner: Executor):
+    def __init__(self, stub_path: str, memfd: int, global_fd: int, global_page):
+        """Start a stub process. Precondition: called on the platform's
+        spawner thread (the stub dies with the thread that forked it)."""
         fd = os.memfd_create("sentry-vmexec-mbox", os.MFD_CLOEXEC)
         try:
             os.ftruncate(fd, lib.VMEXEC_MBOX_SIZE)
             self._mbox = mmap.mmap(fd, lib.VMEXEC_MBOX_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             self._mbox_ptr = ffi.from_buffer("uint8_t[]", self._mbox)
             pid, pidfd = ffi.new("int *"), ffi.new("int *")
-            r = spawner.submit(lib.sentry_vmexec_spawn, stub_path.encode(), memfd, fd, global_fd, pid, pidfd).result()
+            r = lib.sentry_vmexec_spawn(stub_path.encode(), memfd, fd, global_fd, pid, pidfd)
         finally:
             os.close(fd)
         if r < 0:
@@ -83,11 +82,13 @@ class StubProcess(AddressSpace):
         self.released = False
         # Wait until the control thread serves commands (confined by then):
         # an empty mprotect of its own code is a no-op that must succeed.
+        self._spare: StubThread | None = None
         try:
             with self.lock:
                 r = self._command(_NR_MPROTECT, lib.VMEXEC_TEXT, 0, PROT_READ | PROT_EXEC)
-            if r != 0:
-                raise _fail("start-up", r)
+                if r != 0:
+                    raise _fail("start-up", r)
+                self._spare = self._clone_thread()
         except PlatformError:
             self.release()
             raise
@@ -120,27 +121,32 @@ class StubProcess(AddressSpace):
     # ---- threads ----------------------------------------------------------
 
     def new_thread(self) -> StubThread:
-        """Clone a stub thread into a free slot; it waits at its first event
-        (an int3 in stub code) until the first switch overwrites it."""
+        """A stub thread of its own for a Context: it waits at its first
+        event (an int3 in stub code) until the first switch overwrites it."""
         with self.lock:
-            if not self._free_slots:
-                raise PlatformError(f"vmexec: more than {lib.VMEXEC_MAX_THREADS} threads in one address space")
-            slot = self._free_slots.pop()
-            c = ffi.new("struct sentry_vmexec_thread *")
-            lib.sentry_vmexec_thread_init(c, self._mbox_ptr, slot, self._global, self.pid, self.pidfd)
-            base = lib.VMEXEC_MBOX + lib.VMEXEC_SLOTS_OFF + slot * _SLOT
-            self._cmd.ss_sp, self._cmd.ss_flags, self._cmd.ss_size = base + 4096, 0, _SLOT - 4096
-            r = self._command(_NR_CLONE, lib.VMEXEC_CLONE_FLAGS, base + 4096, 0, base, 0)
-            if r <= 0:
-                self._free_slots.append(slot)
-                raise _fail("clone", r)
-            r = lib.sentry_vmexec_wait_event(c)
-            if r < 0:
-                raise _fail("new thread", r)
-            c.tid = self._new_tid()
-            thread = StubThread(self, slot, c)
-            self._threads[slot] = thread
-            return thread
+            thread, self._spare = self._spare, None
+            return thread or self._clone_thread()
+
+    def _clone_thread(self) -> StubThread:
+        """Clone a stub thread into a free slot. Caller holds lock."""
+        if not self._free_slots:
+            raise PlatformError(f"vmexec: more than {lib.VMEXEC_MAX_THREADS} threads in one address space")
+        slot = self._free_slots.pop()
+        c = ffi.new("struct sentry_vmexec_thread *")
+        lib.sentry_vmexec_thread_init(c, self._mbox_ptr, slot, self._global, self.pid, self.pidfd)
+        base = lib.VMEXEC_MBOX + lib.VMEXEC_SLOTS_OFF + slot * _SLOT
+        self._cmd.ss_sp, self._cmd.ss_flags, self._cmd.ss_size = base + 4096, 0, _SLOT - 4096
+        r = self._command(_NR_CLONE, lib.VMEXEC_CLONE_FLAGS, base + 4096, 0, base, 0)
+        if r <= 0:
+            self._free_slots.append(slot)
+            raise _fail("clone", r)
+        r = lib.sentry_vmexec_wait_event(c)
+        if r < 0:
+            raise _fail("new thread", r)
+        c.tid = self._new_tid()
+        thread = StubThread(self, slot, c)
+        self._threads[slot] = thread
+        return thread
 
     def _new_tid(self) -> int:
         """The host tid of the thread just cloned. Caller holds lock."""

@@ -46,7 +46,6 @@ _Static_assert(offsetof(siginfo_t, si_syscall) == offsetof(struct vmexec_siginfo
 #define USER_CS 0x33
 #define USER_DS 0x2b
 #define WAIT_SLICE_NS 50000000L /* how often a sleeping waiter checks that the stub lives */
-#define MAX_SPIN (1U << 22)
 
 static long futex(uint32_t *w, int op, uint32_t v, const struct timespec *ts) {
     return syscall(SYS_futex, w, op, v, ts, 0, 0) < 0 ? -errno : 0;
@@ -138,26 +137,22 @@ int sentry_vmexec_thread_init(struct sentry_vmexec_thread *t, uint8_t *mbox, int
     t->pid = pid;
     t->pidfd = pidfd;
     t->xsave_size = sentry_xsave_size();
+    t->spin = global->spin_iters;
     memset(t->msg, 0, 4096);
     t->msg->state = VMEXEC_RUN; /* until the new thread's first event */
+    t->msg->stub_spin = global->spin_iters;
     return 0;
 }
 
-/* Wait until the stub leaves RUN; returns the new state or -ESRCH. */
-static int wait_state(struct sentry_vmexec_thread *t) {
+/* Wait until the stub leaves RUN; returns the new state or -ESRCH.
+ * stub_was_awake: it was not asleep when released (see vmexec_spin). */
+static int wait_state(struct sentry_vmexec_thread *t, int stub_was_awake) {
     const struct timespec slice = {0, WAIT_SLICE_NS};
     struct vmexec_msg *m = t->msg;
     struct vmexec_global *g = t->global;
     uint32_t s = __atomic_load_n(&m->state, __ATOMIC_ACQUIRE);
-    if (s != VMEXEC_RUN) return s;
-    if (__atomic_load_n(&g->spinners, __ATOMIC_RELAXED) < __atomic_load_n(&g->ncpu, __ATOMIC_RELAXED) - 1) {
-        uint32_t n = __atomic_load_n(&g->spin_iters, __ATOMIC_RELAXED);
-        __atomic_add_fetch(&g->spinners, 1, __ATOMIC_SEQ_CST);
-        for (n = n > MAX_SPIN ? MAX_SPIN : n; n && (s = __atomic_load_n(&m->state, __ATOMIC_ACQUIRE)) == VMEXEC_RUN; n--)
-            __asm__ volatile("pause" ::: "memory");
-        __atomic_sub_fetch(&g->spinners, 1, __ATOMIC_SEQ_CST);
-        if (s != VMEXEC_RUN) return s;
-    }
+    if (s != VMEXEC_RUN || (s = vmexec_spin(g, m, &t->spin, &m->state, VMEXEC_RUN, stub_was_awake)) != VMEXEC_RUN)
+        return s;
     for (;;) {
         __atomic_store_n(&m->sentry_sleeping, 1, __ATOMIC_SEQ_CST);
         long r = 0;
@@ -195,11 +190,13 @@ static int validate(struct sentry_vmexec_thread *t) {
     return 0;
 }
 
-int sentry_vmexec_wait_event(struct sentry_vmexec_thread *t) {
-    int s = wait_state(t);
+static int wait_event(struct sentry_vmexec_thread *t, int stub_was_awake) {
+    int s = wait_state(t, stub_was_awake);
     if (s < 0) return s;
     return s == VMEXEC_EVENT ? validate(t) : -ESRCH;
 }
+
+int sentry_vmexec_wait_event(struct sentry_vmexec_thread *t) { return wait_event(t, 0); }
 
 /* Load an XSAVE area into the frame: the kernel's software bytes stay, and
  * whatever XRSTOR would refuse (reserved MXCSR bits, a compacted or
@@ -260,8 +257,9 @@ long sentry_process_vm_exec(struct sentry_vmexec_caller *self, struct sentry_vme
     m->cmd = VMEXEC_CMD_RESUME;
     t->uc = NULL;
     __atomic_store_n(&m->state, VMEXEC_RUN, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&m->stub_sleeping, __ATOMIC_SEQ_CST)) futex(&m->state, FUTEX_WAKE, 1, 0);
-    int r = sentry_vmexec_wait_event(t);
+    int stub_awake = !__atomic_load_n(&m->stub_sleeping, __ATOMIC_SEQ_CST);
+    if (!stub_awake) futex(&m->state, FUTEX_WAKE, 1, 0);
+    int r = wait_event(t, stub_awake);
     __atomic_store_n(&self->running, 0, __ATOMIC_SEQ_CST);
     if (r) return r;
     uint64_t fpstate = ctx->sc.fpstate;
@@ -336,6 +334,6 @@ int sentry_vmexec_exit_thread(struct sentry_vmexec_thread *t) {
     m->cmd = VMEXEC_CMD_EXIT;
     __atomic_store_n(&m->state, VMEXEC_RUN, __ATOMIC_SEQ_CST);
     futex(&m->state, FUTEX_WAKE, 1, 0);
-    int s = wait_state(t);
+    int s = wait_state(t, 0);
     return s == VMEXEC_DEAD || s == -ESRCH ? 0 : -EPROTO;
 }

@@ -64,7 +64,11 @@ struct vmexec_result {
     uint32_t pad;
     int64_t ret;
 };
-/* The sandbox-wide page: how many parties spin right now, on how many CPUs. */
+/* The sandbox-wide page: how many stub/Sentry pairs have a side spinning
+ * right now, on how many CPUs. A side may start to spin if its pair already
+ * spins (the hand-over) or if spinners < ncpu - 1 (a CPU is free besides the
+ * one that does the work). Guests can corrupt it: it only steers spinning,
+ * and every spin is bounded. */
 struct vmexec_global {
     int32_t spinners, ncpu;
     uint32_t spin_iters; /* bound of a spin wait, in `pause` iterations */
@@ -78,9 +82,49 @@ struct vmexec_msg {
     int32_t signo;            /* the event's signal */
     uint64_t uc, info;        /* stub addresses of the frame's ucontext and siginfo */
     uint64_t fs_base, gs_base;
-    uint32_t cmd; /* VMEXEC_CMD_*, valid when state becomes RUN */
+    uint32_t cmd;       /* VMEXEC_CMD_*, valid when state becomes RUN */
+    uint32_t spinning;  /* how many of the two sides spin now (the pair holds
+                           one vmexec_global.spinners while it is > 0) */
+    uint32_t stub_spin; /* the stub side's adaptive spin budget (vmexec_spin) */
     uint32_t pad;
 };
+static inline int vmexec_spin_begin(struct vmexec_global *g, struct vmexec_msg *m) {
+    if (__atomic_load_n(&m->spinning, __ATOMIC_SEQ_CST) == 0 &&
+        __atomic_load_n(&g->spinners, __ATOMIC_SEQ_CST) >= __atomic_load_n(&g->ncpu, __ATOMIC_RELAXED) - 1)
+        return 0;
+    if (__atomic_fetch_add(&m->spinning, 1, __ATOMIC_SEQ_CST) == 0) __atomic_add_fetch(&g->spinners, 1, __ATOMIC_SEQ_CST);
+    return 1;
+}
+static inline void vmexec_spin_end(struct vmexec_global *g, struct vmexec_msg *m) {
+    if (__atomic_sub_fetch(&m->spinning, 1, __ATOMIC_SEQ_CST) == 0) __atomic_sub_fetch(&g->spinners, 1, __ATOMIC_SEQ_CST);
+}
+/* Spin while *w == v, within *budget, and only while a CPU is free (see
+ * vmexec_global); returns *w. The budget adapts: a spin that ends in time
+ * leaves room for four times as long; one that runs out while the partner
+ * was awake halves it, down to VMEXEC_SPIN_MIN (under load from other
+ * processes spinning only steals CPU time). A partner that had to be woken
+ * from its futex first does not count: on this kind of host (a VM) waking
+ * an idle CPU takes tens of microseconds, and counting it would push both
+ * sides into sleeping for good. Shared by both sides. */
+#define VMEXEC_SPIN_MIN 800 /* `pause`s, ~25 ns each here */
+static inline uint32_t vmexec_spin(struct vmexec_global *g, struct vmexec_msg *m, uint32_t *budget,
+                                   uint32_t *w, uint32_t v, int partner_was_awake) {
+    uint32_t s = v, n = 0, b = *budget, max = __atomic_load_n(&g->spin_iters, __ATOMIC_RELAXED);
+    if (max > (1U << 22)) max = 1U << 22;
+    if (b > max) b = max;
+    if (b < VMEXEC_SPIN_MIN) b = VMEXEC_SPIN_MIN;
+    if (vmexec_spin_begin(g, m)) {
+        for (; n < b && (s = __atomic_load_n(w, __ATOMIC_ACQUIRE)) == v; n++) __asm__ volatile("pause" ::: "memory");
+        vmexec_spin_end(g, m);
+        if (s != v)
+            b = 4 * n > b ? 4 * n : b;
+        else if (partner_was_awake)
+            b /= 2;
+    }
+    *budget = b > max ? max : b;
+    return s == v ? __atomic_load_n(w, __ATOMIC_ACQUIRE) : s;
+}
+
 _Static_assert(offsetof(struct vmexec_cmd, ss_sp) == 64, "vmexec_cmd layout");
 _Static_assert(sizeof(struct vmexec_result) == 16, "vmexec_result layout");
 _Static_assert(offsetof(struct vmexec_msg, uc) == 16 && offsetof(struct vmexec_msg, cmd) == 48,
@@ -134,6 +178,7 @@ struct sentry_vmexec_thread {
     uint64_t stub_slot;            /* stub address of the slot */
     int pid, tid, pidfd;           /* host ids of the stub process and thread */
     int xsave_size;                /* the Sentry's XSAVE area size */
+    uint32_t spin;                 /* the Sentry side's adaptive spin budget */
     /* The validated frame of the last event (Sentry addresses), or NULL. */
     struct vmexec_ucontext *uc;
     struct vmexec_siginfo *info;
