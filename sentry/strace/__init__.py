@@ -42,6 +42,7 @@ epoch, at entry), ``pid``, ``tid`` and ``comm``. Then by ``type``:
 """
 from __future__ import annotations
 
+import atexit
 import sys
 from typing import TYPE_CHECKING
 
@@ -76,7 +77,8 @@ def parse_syscall_list(text: str) -> frozenset[str]:
 def make_tracer(config: "Config") -> Tracer:
     """The tracer ``config`` asks for: text to ``config.strace_log`` ("-":
     stderr; None: no text log), JSON to ``config.strace_json`` (None: none).
-    Raises TraceError if a file cannot be opened."""
+    Raises TraceError if a file cannot be opened. Call ``close()`` when
+    the sandbox ends (it also runs at exit)."""
     from abi.sysnr import NUMBERS
     from sentry.strace.tracer import JsonSink, TextSink
 
@@ -87,14 +89,14 @@ def make_tracer(config: "Config") -> Tracer:
     try:
         text = None
         if config.strace_log == "-":
-            text = TextSink(sys.stderr)
+            text = TextSink(sys.stderr, flush_each=True)
         elif config.strace_log is not None:
             files.append(open(config.strace_log, "w", encoding="utf-8"))
-            text = TextSink(files[-1])
+            text = TextSink(files[-1], flush_each=False)
         jsonl = None
         if config.strace_json is not None:
             files.append(open(config.strace_json, "w", encoding="utf-8"))
-            jsonl = JsonSink(files[-1])
+            jsonl = JsonSink(files[-1], flush_each=False)
     except OSError as e:
         for f in files:
             f.close()
@@ -102,4 +104,5 @@ def make_tracer(config: "Config") -> Tracer:
     tracer = Tracer(text, jsonl, config.strace_log_size, only)
     for f in files:
         tracer.own(f)
+    atexit.register(tracer.close)  # the files are complete however the Sentry ends (but SIGKILL)
     return tracer
