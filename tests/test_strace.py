@@ -242,6 +242,8 @@ def test_names():
     assert names.open_flags(0o4010101) == "O_WRONLY|O_SYNC|O_CREAT"
     assert names.clone_flags(0x01200011) == "CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD"
     assert names.file_mode(0o100644) == "S_IFREG|0o644"
+    assert names.futex_op(0x189) == "FUTEX_WAIT_BITSET|FUTEX_PRIVATE_FLAG|FUTEX_CLOCK_REALTIME"
+    assert names.futex_op(0x81) == "FUTEX_WAKE|FUTEX_PRIVATE_FLAG"
     assert names.flag_names(0x40 | 0x1, {0x1: "A"}) == "A|0x40"
     assert names.sigset_names((1 << 1) | (1 << 33)) == "[SIGINT SIGRTMIN+2]"
     assert names.errno_name(11) == "EAGAIN" and names.errno_name(35) == "EDEADLK" and names.errno_name(9999) == "9999"

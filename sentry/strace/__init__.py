@@ -28,6 +28,10 @@ notation; buffers and strings cut at ``--strace-log-size`` bytes.)
 JSON output (``--strace-json FILE``): one object per line, schema version
 ``v`` = 1, described by the JSON Schema in ``schema.json`` beside this file
 (stable: fields are only ever added, with a new ``v`` if a meaning changes).
+A call's record is written when it completes, so records appear in
+completion order (per thread that is entry order; sort by ``ts_ns`` for the
+global entry order); a call that never returns (exit, exit_group) is
+written on entry.
 Every record has ``v``, ``type``, ``ts_ns`` (wall clock, ns since the
 epoch, at entry), ``pid``, ``tid`` and ``comm``. Then by ``type``:
 

@@ -24,6 +24,7 @@ Kinds (``Arg.kind``; the ``detail`` each takes):
   flags(table)                  bit → name table (``names.flag_names``)
   enum(table)                   value → name table
   openflags, cloneflags         O_* (with the access mode), CLONE_*|SIG*
+  futexop                       FUTEX_WAIT_BITSET|FUTEX_PRIVATE_FLAG...
   signal                        a signal number
   argv                          a NULL-terminated array of strings
   struct(name)                  see ``STRUCTS``; ``iovec``/``pollfd`` take the
@@ -503,6 +504,8 @@ def pre_decoder(arg: Arg, log_size: int) -> Pre:
         return _named(names.open_flags)
     if k == "cloneflags":
         return _named(names.clone_flags, (1 << 64) - 1)
+    if k == "futexop":
+        return _named(names.futex_op)
     if k == "argv":
         return _argv(log_size)
     if k == "struct":

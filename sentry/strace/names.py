@@ -101,6 +101,25 @@ def clone_flags(value: int) -> str:
     return "|".join(parts) or "0"
 
 
+FUTEX_COMMANDS = {0: "FUTEX_WAIT", 1: "FUTEX_WAKE", 2: "FUTEX_FD", 3: "FUTEX_REQUEUE", 4: "FUTEX_CMP_REQUEUE",
+                  5: "FUTEX_WAKE_OP", 6: "FUTEX_LOCK_PI", 7: "FUTEX_UNLOCK_PI", 8: "FUTEX_TRYLOCK_PI",
+                  9: "FUTEX_WAIT_BITSET", 10: "FUTEX_WAKE_BITSET", 11: "FUTEX_WAIT_REQUEUE_PI",
+                  12: "FUTEX_CMP_REQUEUE_PI", 13: "FUTEX_LOCK_PI2"}
+FUTEX_PRIVATE_FLAG, FUTEX_CLOCK_REALTIME = 0x80, 0x100
+
+
+def futex_op(op: int) -> str:
+    """``FUTEX_WAIT_BITSET|FUTEX_PRIVATE_FLAG|FUTEX_CLOCK_REALTIME`` for 0x189."""
+    names = [FUTEX_COMMANDS.get(op & 0x7F, f"{op & 0x7F:#x}")]
+    if op & FUTEX_PRIVATE_FLAG:
+        names.append("FUTEX_PRIVATE_FLAG")
+    if op & FUTEX_CLOCK_REALTIME:
+        names.append("FUTEX_CLOCK_REALTIME")
+    if op & ~0x1FF:
+        names.append(f"{op & ~0x1FF:#x}")
+    return "|".join(names)
+
+
 _FILE_TYPES = {0o140000: "S_IFSOCK", 0o120000: "S_IFLNK", 0o100000: "S_IFREG", 0o060000: "S_IFBLK",
                0o040000: "S_IFDIR", 0o020000: "S_IFCHR", 0o010000: "S_IFIFO"}
 
