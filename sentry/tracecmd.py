@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     trace = sub.add_parser("trace", help="summarize or compare system-call traces")
-    tsub = trace.add_subparsers(dest="trace_command", required=True, parser_class=type(trace))
+    tsub = trace.add_subparsers(dest="trace_command", required=True, parser_class=type(trace), metavar="summary|diff")
     summary = tsub.add_parser("summary", help="counts, errors and time per system call and per process (strace -c)")
     summary.add_argument("file", help="a trace: --strace-json, --strace-log, runsc --strace or strace -f -o output")
     diff = tsub.add_parser("diff", help="first divergences between two traces of the same program")
