@@ -186,6 +186,11 @@ class Node:
     def mkdir(self, name: bytes, mode: int, creds) -> "Node":
         raise err(self.fs.readonly_errno)
 
+    def mknod(self, name: bytes, mode: int, creds) -> "Node":
+        """A regular file or FIFO (by the S_IFMT bits of mode); EPERM for
+        devices and sockets."""
+        raise err(self.fs.readonly_errno)
+
     def symlink(self, name: bytes, target: bytes, creds) -> "Node":
         raise err(self.fs.readonly_errno)
 

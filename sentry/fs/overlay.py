@@ -32,9 +32,10 @@ import stat as S
 import threading
 
 from sentry.errors import SyscallError
-from sentry.fs.file import O_ACCMODE, O_RDONLY, O_TRUNC, DirFile, SeekableFile
+from sentry.fs.file import O_ACCMODE, O_NONBLOCK, O_RDONLY, O_TRUNC, O_WRONLY, DirFile, SeekableFile
 from sentry.fs.hostroot import HostRoot
 from sentry.fs.node import BLKSIZE, DirMoves, FileSystem, Node, Stat, dtype_of, err
+from sentry.fs.pipe import Pipe, open_end
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -147,6 +148,22 @@ class OvSpecial(OvNode):
 
     def open(self, path, flags, ctx):
         raise err(errno.EPERM)
+
+
+class OvFifo(OvNode):
+    """A named pipe made by mknod/mkfifo: its Pipe lives as long as the node."""
+
+    __slots__ = ("pipe",)
+    kind = S.S_IFIFO
+
+    def __init__(self, fs, lower, meta):
+        super().__init__(fs, lower, meta)
+        self.pipe = Pipe()
+
+    def open(self, path, flags, ctx):
+        if flags & O_ACCMODE == O_WRONLY and flags & O_NONBLOCK and not self.pipe.readers:
+            raise err(errno.ENXIO)
+        return open_end(self.pipe, self, path, flags)
 
 
 class OvSymlink(OvNode):
@@ -389,6 +406,15 @@ class OvDir(OvNode):
         if self.fs.host is None:
             st.st_blocks = 0  # as tmpfs shows
         return self._new(name, OvDir(self.fs, None, st))
+
+    def mknod(self, name, mode, creds):
+        fmt = S.S_IFMT(mode)
+        st = Stat(fmt | (mode & 0o7777), *_owner(creds), dev=self.fs.dev)
+        if fmt == S.S_IFREG:
+            return self._new(name, OvFile(self.fs, None, st, bytearray()))
+        if fmt == S.S_IFIFO:
+            return self._new(name, OvFifo(self.fs, None, st))
+        raise err(errno.EPERM)  # no device or socket nodes
 
     def symlink(self, name, target, creds):
         st = Stat(S.S_IFLNK | 0o777, *_owner(creds), dev=self.fs.dev, size=len(target))

@@ -11,6 +11,8 @@ of at most PIPE_BUF bytes are atomic.
 
 A pipe is also a node (``PipeNode``): /proc/self/fd/N of a pipe jumps to
 it, and opening it makes a new end of the same pipe (bash's /dev/fd/N).
+A FIFO (overlay.OvFifo) holds a Pipe and opens its ends the same way; a
+blocking FIFO open waits (in the syscall layer) until ``peer_opened``.
 
 Lock order: Pipe.lock is a leaf; subscriber callbacks run after it is
 released.
@@ -23,8 +25,8 @@ import threading
 from typing import Callable
 
 from sentry.errors import SyscallError
-from sentry.fs.file import O_ACCMODE, O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY, POLLERR, POLLHUP, POLLIN, POLLOUT, OpenFile
-from sentry.fs.node import FileSystem, Node, Stat, err
+from sentry.fs.file import O_ACCMODE, O_NONBLOCK, O_RDONLY, O_WRONLY, POLLERR, POLLHUP, POLLIN, POLLOUT, OpenFile
+from sentry.fs.node import FileSystem, Node, Stat
 
 PIPE_BUF = 4096
 PIPE_CAPACITY = 65536
@@ -52,11 +54,15 @@ class PipeNode(Node):
         return self.meta
 
     def open(self, path, flags, ctx):
-        acc = flags & O_ACCMODE
-        if acc == O_RDWR:
-            raise err(errno.EINVAL)  # Linux allows it; no guest we run needs it
-        cls = PipeReader if acc == O_RDONLY else PipeWriter
-        return cls(self, flags)
+        return open_end(self.pipe, self, f"pipe:[{self.meta.st_ino}]", flags)
+
+
+def open_end(pipe: "Pipe", node: Node, path: str, flags: int) -> "PipeEnd":
+    """A new read or write end of ``pipe`` (by the access mode of flags),
+    reached through ``node`` (a pipe's own node or a FIFO)."""
+    acc = flags & O_ACCMODE
+    cls = PipeReader if acc == O_RDONLY else PipeWriter if acc == O_WRONLY else PipeReadWrite
+    return cls(pipe, node, path, flags)
 
 
 class Pipe:
@@ -65,6 +71,8 @@ class Pipe:
         self.capacity = capacity
         self.readers = 0  # open read ends; guarded by lock
         self.writers = 0
+        self.read_opens = 0  # read ends ever opened (a FIFO open waits for the peer's)
+        self.write_opens = 0
         self.lock = threading.Lock()
         self.node = PipeNode(self)
         self.subscribers: list[Callable[[], None]] = []
@@ -78,34 +86,38 @@ class Pipe:
 def new_pipe(flags: int = 0) -> tuple["PipeReader", "PipeWriter"]:
     """A new pipe's (read end, write end); ``flags`` may hold O_NONBLOCK."""
     p = Pipe()
-    return PipeReader(p.node, O_RDONLY | (flags & O_NONBLOCK)), PipeWriter(p.node, O_WRONLY | (flags & O_NONBLOCK))
+    path = f"pipe:[{p.node.meta.st_ino}]"
+    return (PipeReader(p, p.node, path, O_RDONLY | (flags & O_NONBLOCK)),
+            PipeWriter(p, p.node, path, O_WRONLY | (flags & O_NONBLOCK)))
 
 
-class _PipeEnd(OpenFile):
-    __slots__ = ("pipe",)
+class PipeEnd(OpenFile):
+    """An end of a pipe: ``reads``/``writes`` say which side(s) it is."""
+
+    __slots__ = ("pipe", "peer_opens")
     can_block = True
+    reads = writes = False
 
-    def __init__(self, node: PipeNode, flags: int):
-        super().__init__(node, f"pipe:[{node.meta.st_ino}]", flags)
-        self.pipe = node.pipe
+    def __init__(self, pipe: Pipe, node: Node, path: str, flags: int):
+        super().__init__(node, path, flags)
+        self.pipe = pipe
+        with pipe.lock:
+            if self.reads:
+                pipe.readers += 1
+                pipe.read_opens += 1
+            if self.writes:
+                pipe.writers += 1
+                pipe.write_opens += 1
+            self.peer_opens = pipe.write_opens if self.reads else pipe.read_opens
+        pipe.notify()
 
-    def subscribe(self, cb: Callable[[], None]) -> None:
-        with self.pipe.lock:
-            self.pipe.subscribers.append(cb)
-
-    def unsubscribe(self, cb: Callable[[], None]) -> None:
-        with self.pipe.lock:
-            if cb in self.pipe.subscribers:
-                self.pipe.subscribers.remove(cb)
-
-
-class PipeReader(_PipeEnd):
-    __slots__ = ()
-
-    def __init__(self, node: PipeNode, flags: int):
-        super().__init__(node, flags)
-        with self.pipe.lock:
-            self.pipe.readers += 1
+    def peer_opened(self) -> bool:
+        """Whether the other side is open, or opened (and maybe closed)
+        since this end did: a blocking FIFO open waits for it."""
+        p = self.pipe
+        if self.reads:
+            return p.writers > 0 or p.write_opens > self.peer_opens
+        return p.readers > 0 or p.read_opens > self.peer_opens
 
     def read(self, length: int) -> bytes:
         p = self.pipe
@@ -118,30 +130,6 @@ class PipeReader(_PipeEnd):
             del p.buf[:length]
         p.notify()
         return data
-
-    def ioctl(self, t, request: int, arg: int) -> int:
-        if request != FIONREAD:
-            raise SyscallError(errno.ENOTTY)
-        t.mm.copy_out(arg, len(self.pipe.buf).to_bytes(4, "little"))
-        return 0
-
-    def readiness(self) -> int:
-        p = self.pipe
-        return (POLLIN if p.buf else 0) | (POLLHUP if p.writers == 0 else 0)
-
-    def release(self) -> None:
-        with self.pipe.lock:
-            self.pipe.readers -= 1
-        self.pipe.notify()
-
-
-class PipeWriter(_PipeEnd):
-    __slots__ = ()
-
-    def __init__(self, node: PipeNode, flags: int):
-        super().__init__(node, flags)
-        with self.pipe.lock:
-            self.pipe.writers += 1
 
     def write(self, data: bytes) -> int:
         """Write what fits now (all of ``data`` or nothing if it is at most
@@ -158,13 +146,52 @@ class PipeWriter(_PipeEnd):
         p.notify()
         return len(chunk)
 
+    def ioctl(self, t, request: int, arg: int) -> int:
+        if request != FIONREAD:
+            raise SyscallError(errno.ENOTTY)
+        t.mm.copy_out(arg, len(self.pipe.buf).to_bytes(4, "little"))
+        return 0
+
     def readiness(self) -> int:
         p = self.pipe
-        if p.readers == 0:
-            return POLLERR
-        return POLLOUT if p.capacity - len(p.buf) >= PIPE_BUF else 0
+        events = 0
+        if self.reads:
+            events |= (POLLIN if p.buf else 0) | (POLLHUP if p.writers == 0 else 0)
+        if self.writes:
+            events |= POLLERR if p.readers == 0 else POLLOUT if p.capacity - len(p.buf) >= PIPE_BUF else 0
+        return events
 
     def release(self) -> None:
+        p = self.pipe
+        with p.lock:
+            p.readers -= self.reads
+            p.writers -= self.writes
+            if not p.readers and not p.writers:
+                p.buf.clear()  # a FIFO starts empty when next opened
+        p.notify()
+
+    def subscribe(self, cb: Callable[[], None]) -> None:
         with self.pipe.lock:
-            self.pipe.writers -= 1
-        self.pipe.notify()
+            self.pipe.subscribers.append(cb)
+
+    def unsubscribe(self, cb: Callable[[], None]) -> None:
+        with self.pipe.lock:
+            if cb in self.pipe.subscribers:
+                self.pipe.subscribers.remove(cb)
+
+
+class PipeReader(PipeEnd):
+    __slots__ = ()
+    reads, writes = True, False
+
+
+class PipeWriter(PipeEnd):
+    __slots__ = ()
+    reads, writes = False, True
+
+
+class PipeReadWrite(PipeEnd):
+    """A FIFO opened O_RDWR: both ends at once (never waits to open)."""
+
+    __slots__ = ()
+    reads, writes = True, True

@@ -323,6 +323,13 @@ class VFS:
             raise err(errno.EEXIST)
         d.mkdir(name, mode & ~fs.umask & 0o7777, creds_of(ctx))
 
+    def mknod(self, fs: "FSContext", start: Node | None, path: bytes, mode: int, ctx=None) -> None:
+        """A regular file or FIFO at ``path``; ``mode`` holds the type bits."""
+        d, name, _ = self._parent_for_change(fs, start, path, ctx, errno.EEXIST)
+        if self._taken(d, name):
+            raise err(errno.EEXIST)
+        d.mknod(name, S.S_IFMT(mode) | (mode & ~fs.umask & 0o7777), creds_of(ctx))
+
     def unlink(self, fs: "FSContext", start: Node | None, path: bytes, ctx=None) -> None:
         d, name, trailing = self._parent_for_change(fs, start, path, ctx, errno.EISDIR)
         if self._taken(d, name):

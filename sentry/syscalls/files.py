@@ -13,13 +13,14 @@ import errno
 import os
 import signal as _signal
 import stat as S
+import time
 
 from abi.fs_structs import FLOCK, TIMESPEC, pack_stat, pack_statfs, pack_statx
 from sentry.errors import SyscallError
-from sentry.fs.file import (O_ACCMODE, O_CLOEXEC, O_CREAT, O_DIRECT, O_NONBLOCK, O_PATH, O_TRUNC, O_WRONLY,
-                            POLLERR, POLLHUP, POLLIN, POLLOUT, SETFL_MASK, OpenFile)
+from sentry.fs.file import (O_APPEND, O_CLOEXEC, O_CREAT, O_DIRECT, O_NONBLOCK, O_PATH, O_TRUNC, O_WRONLY,
+                            POLLERR, POLLHUP, POLLIN, POLLOUT, SEEK_SET, SETFL_MASK, OpenFile)
 from sentry.fs.node import W_OK, X_OK, Node, may_access
-from sentry.fs.pipe import PipeNode, new_pipe
+from sentry.fs.pipe import PipeEnd, PipeNode, new_pipe
 from sentry.fs.synth import SynthFS
 from sentry.fs.vfs import PATH_MAX, check_access, creds_of
 from sentry.kernel import signals as sig
@@ -98,10 +99,16 @@ def _node_at(t: Task, dirfd: int, addr: int, flags: int, follow: bool = True) ->
 
 
 def _wait_ready(t: Task, f: OpenFile, mask: int) -> None:
+    _wait(t, f, lambda: bool(f.readiness() & (mask | POLLHUP | POLLERR)))
+
+
+def _wait(t: Task, f: OpenFile, ready) -> None:
+    """Block until ``ready()``, rechecked whenever ``f`` says its state
+    changed. Raises SyscallError(ERESTARTSYS) on a signal."""
     q = WaitQueue()
     f.subscribe(q.notify)
     try:
-        wait_until(t, [q], lambda: bool(f.readiness() & (mask | POLLHUP | POLLERR)))
+        wait_until(t, [q], ready)
     finally:
         f.unsubscribe(q.notify)
 
@@ -237,6 +244,101 @@ def sys_pwritev(t: Task, fd: int, iov: int, cnt: int, off: int, off_hi: int) -> 
     return f.pwrite(_gather(t, t.mm.read_iovecs(iov, cnt)), _offset(off))
 
 
+RWF_HIPRI, RWF_DSYNC, RWF_SYNC, RWF_NOWAIT, RWF_APPEND = 1, 2, 4, 8, 16
+
+
+def _rwf(flags: int) -> None:
+    if flags & ~(RWF_HIPRI | RWF_DSYNC | RWF_SYNC):
+        raise SyscallError(errno.EOPNOTSUPP)  # NOWAIT, APPEND and unknown bits
+
+
+def sys_preadv2(t: Task, fd: int, iov: int, cnt: int, off: int, off_hi: int, flags: int) -> int:
+    _rwf(flags)
+    if s64(off) == -1:
+        return sys_readv(t, fd, iov, cnt)
+    return sys_preadv(t, fd, iov, cnt, off, off_hi)
+
+
+def sys_pwritev2(t: Task, fd: int, iov: int, cnt: int, off: int, off_hi: int, flags: int) -> int:
+    _rwf(flags)
+    if s64(off) == -1:
+        return sys_writev(t, fd, iov, cnt)
+    return sys_pwritev(t, fd, iov, cnt, off, off_hi)
+
+
+def sys_sendfile(t: Task, out_fd: int, in_fd: int, offset_ptr: int, count: int) -> int:
+    src, dst = _readable(t, in_fd), _writable(t, out_fd)
+    if not src.mappable or dst.flags & O_APPEND:
+        raise SyscallError(errno.EINVAL)
+    count = min(count, MAX_RW)
+    if offset_ptr:
+        off = int.from_bytes(t.mm.copy_in(offset_ptr, 8), "little", signed=True)
+        if off < 0:
+            raise SyscallError(errno.EINVAL)
+        n = _write(t, dst, src.pread(count, off)) if count else 0
+        t.mm.copy_out(offset_ptr, (off + n).to_bytes(8, "little"))
+        return n
+    with src.lock:
+        start = src.offset
+    n = _write(t, dst, src.pread(count, start)) if count else 0
+    src.seek(start + n, SEEK_SET)
+    return n
+
+
+def sys_copy_file_range(t: Task, in_fd: int, off_in: int, out_fd: int, off_out: int, length: int,
+                        flags: int) -> int:
+    if flags:
+        raise SyscallError(errno.EINVAL)
+    src, dst = _readable(t, in_fd), _writable(t, out_fd)
+    for f in (src, dst):
+        if f.is_directory:
+            raise SyscallError(errno.EISDIR)
+        if not f.mappable or f.node is None or f.node.kind != S.S_IFREG:
+            raise SyscallError(errno.EINVAL)
+    if dst.flags & O_APPEND:
+        raise SyscallError(errno.EBADF)
+    length = min(length, MAX_RW)
+    pos_in = _offset_arg(t, off_in, src)
+    pos_out = _offset_arg(t, off_out, dst)
+    data = src.pread(length, pos_in)
+    n = dst.pwrite(data, pos_out) if data else 0
+    for ptr, f, pos in ((off_in, src, pos_in), (off_out, dst, pos_out)):
+        if ptr:
+            t.mm.copy_out(ptr, (pos + n).to_bytes(8, "little"))
+        else:
+            f.seek(pos + n, SEEK_SET)
+    return n
+
+
+def _offset_arg(t: Task, ptr: int, f: OpenFile) -> int:
+    """The offset a loff_t pointer holds, or the file's own if NULL."""
+    if not ptr:
+        return f.offset
+    off = int.from_bytes(t.mm.copy_in(ptr, 8), "little", signed=True)
+    if off < 0:
+        raise SyscallError(errno.EINVAL)
+    return off
+
+
+FALLOC_FL_KEEP_SIZE = 1
+
+
+def sys_fallocate(t: Task, fd: int, mode: int, offset: int, length: int) -> int:
+    f = t.fds.get(s32(fd))
+    offset, length, mode = s64(offset), s64(length), s32(mode)
+    if offset < 0 or length <= 0:
+        raise SyscallError(errno.EINVAL)
+    if mode & ~FALLOC_FL_KEEP_SIZE:
+        raise SyscallError(errno.EOPNOTSUPP)
+    if not f.writable:
+        raise SyscallError(errno.EBADF)
+    if f.node is None or f.node.kind != S.S_IFREG:
+        raise SyscallError(errno.ESPIPE if isinstance(f, PipeEnd) else errno.ENODEV)
+    if not mode & FALLOC_FL_KEEP_SIZE and offset + length > f.stat().st_size:
+        f.truncate(offset + length)  # memory is allocated on write anyway
+    return 0
+
+
 def sys_lseek(t: Task, fd: int, off: int, whence: int) -> int:
     return t.fds.get(s32(fd)).seek(s64(off), s32(whence))
 
@@ -246,6 +348,13 @@ def _open(t: Task, dirfd: int, addr: int, flags: int, mode: int) -> int:
     flags = s32(flags)
     path = _path(t, addr)
     f = t.kernel.vfs.open(t.fs, _start(t, dirfd, path), path, flags, mode & 0o7777, t)
+    if isinstance(f, PipeEnd) and f.node.kind == S.S_IFIFO and not isinstance(f.node, PipeNode) \
+            and not flags & O_NONBLOCK and not f.peer_opened():
+        try:  # a FIFO: wait for the other side to open
+            _wait(t, f, f.peer_opened)
+        except SyscallError:
+            f.decref()
+            raise
     return t.fds.install(f, cloexec=bool(flags & O_CLOEXEC))
 
 
@@ -553,31 +662,66 @@ def sys_utimensat(t: Task, dirfd: int, path: int, times: int, flags: int) -> int
     flags = s32(flags)
     if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
         raise SyscallError(errno.EINVAL)
-    if path:
-        node = _node_at(t, dirfd, path, flags)
-    else:  # futimens(fd, times)
-        node = _fd_node(t, dirfd)
-    if not times:  # both "now": write access is enough
+    node = _node_at(t, dirfd, path, flags) if path else _fd_node(t, dirfd)  # NULL path: futimens
+    if not times:
+        return _set_times(t, node, None)
+    stamps = []
+    for sec, nsec in TIMESPEC.iter_unpack(t.mm.copy_in(times, 2 * TIMESPEC.size)):
+        if nsec in (UTIME_NOW, UTIME_OMIT):
+            stamps.append(nsec)
+        elif not 0 <= nsec < 1_000_000_000:
+            raise SyscallError(errno.EINVAL)
+        else:
+            stamps.append(sec * 1_000_000_000 + nsec)
+    return _set_times(t, node, stamps)
+
+
+def _set_times(t: Task, node: Node, stamps: list[int] | None) -> int:
+    """(atime, mtime) in ns, each possibly UTIME_NOW or UTIME_OMIT; None:
+    both now, which needs only write access (explicit times need owner)."""
+    now = time.time_ns()
+    if stamps is None:
         check_access(node, creds_of(t), W_OK)
-        now = _now_ns()
         node.setattr(atime_ns=now, mtime_ns=now)
         return 0
-    changes = {}
-    raw = t.mm.copy_in(times, 2 * TIMESPEC.size)
-    for key, (sec, nsec) in zip(("atime_ns", "mtime_ns"), TIMESPEC.iter_unpack(raw)):
-        if nsec == UTIME_NOW:
-            changes[key] = _now_ns()
-        elif nsec != UTIME_OMIT:
-            if not 0 <= nsec < 1_000_000_000:
-                raise SyscallError(errno.EINVAL)
-            changes[key] = sec * 1_000_000_000 + nsec
-    return _setattr(t, node, **changes) if changes else 0
+    changes = {key: now if v == UTIME_NOW else v
+               for key, v in zip(("atime_ns", "mtime_ns"), stamps) if v != UTIME_OMIT}
+    if not changes:
+        return 0
+    if all(v == UTIME_NOW for v in stamps):
+        check_access(node, creds_of(t), W_OK)
+        node.setattr(**changes)
+        return 0
+    return _setattr(t, node, **changes)
 
 
-def _now_ns() -> int:
-    import time
+def _timevals(t: Task, addr: int) -> list[int] | None:
+    """Two struct timeval (utimes, futimesat) as ns; NULL: None (now)."""
+    if not addr:
+        return None
+    out = []
+    for sec, usec in TIMESPEC.iter_unpack(t.mm.copy_in(addr, 2 * TIMESPEC.size)):
+        if not 0 <= usec < 1_000_000:
+            raise SyscallError(errno.EINVAL)
+        out.append(sec * 1_000_000_000 + usec * 1000)
+    return out
 
-    return time.time_ns()
+
+def sys_utimes(t: Task, path: int, times: int) -> int:
+    return _set_times(t, _node_at(t, AT_FDCWD, path, 0), _timevals(t, times))
+
+
+def sys_futimesat(t: Task, dirfd: int, path: int, times: int) -> int:
+    node = _node_at(t, dirfd, path, 0) if path else _fd_node(t, dirfd)
+    return _set_times(t, node, _timevals(t, times))
+
+
+def sys_utime(t: Task, path: int, times: int) -> int:
+    node = _node_at(t, AT_FDCWD, path, 0)
+    if not times:
+        return _set_times(t, node, None)
+    actime, modtime = TIMESPEC.unpack(t.mm.copy_in(times, TIMESPEC.size))  # struct utimbuf: two time_t
+    return _set_times(t, node, [actime * 1_000_000_000, modtime * 1_000_000_000])
 
 
 def sys_umask(t: Task, mask: int) -> int:
@@ -713,6 +857,22 @@ def sys_mkdirat(t: Task, dirfd: int, path: int, mode: int) -> int:
     return 0
 
 
+def sys_mknodat(t: Task, dirfd: int, path: int, mode: int, dev: int) -> int:
+    mode &= 0xFFFFFFFF
+    fmt = S.S_IFMT(mode) or S.S_IFREG
+    if fmt in (S.S_IFCHR, S.S_IFBLK, S.S_IFSOCK):
+        raise SyscallError(errno.EPERM)
+    if fmt not in (S.S_IFREG, S.S_IFIFO):
+        raise SyscallError(errno.EINVAL)
+    p = _path(t, path)
+    t.kernel.vfs.mknod(t.fs, _start(t, dirfd, p), p, fmt | (mode & 0o7777), t)
+    return 0
+
+
+def sys_mknod(t: Task, path: int, mode: int, dev: int) -> int:
+    return sys_mknodat(t, AT_FDCWD, path, mode, dev)
+
+
 def sys_rmdir(t: Task, path: int) -> int:
     p = _path(t, path)
     t.kernel.vfs.rmdir(t.fs, None, p, t)
@@ -831,6 +991,11 @@ ENTRIES = entries(
     supported("pwrite64", sys_pwrite64, args=(FD, WriteBuf, Size, Int)),
     supported("preadv", sys_preadv, args=(FD, Ptr, Int, Int, Int)),
     supported("pwritev", sys_pwritev, args=(FD, Ptr, Int, Int, Int)),
+    partial("preadv2", sys_preadv2, args=(FD, Ptr, Int, Int, Int, Hex), note="RWF_NOWAIT/APPEND: EOPNOTSUPP"),
+    partial("pwritev2", sys_pwritev2, args=(FD, Ptr, Int, Int, Int, Hex), note="RWF_NOWAIT/APPEND: EOPNOTSUPP"),
+    supported("sendfile", sys_sendfile, args=(FD, FD, Ptr, Size)),
+    supported("copy_file_range", sys_copy_file_range, args=(FD, Ptr, FD, Ptr, Size, Hex)),
+    partial("fallocate", sys_fallocate, args=(FD, Hex, Int, Int), note="modes other than KEEP_SIZE: EOPNOTSUPP"),
     supported("lseek", sys_lseek, args=(FD, Int, Enum(WHENCE))),
     supported("open", sys_open, args=(Path, Flags(OPEN_FLAGS), Hex)),
     supported("openat", sys_openat, args=(DirFD, Path, Flags(OPEN_FLAGS), Hex)),
@@ -864,6 +1029,9 @@ ENTRIES = entries(
     supported("truncate", sys_truncate, args=(Path, Int)),
     supported("ftruncate", sys_ftruncate, args=(FD, Int)),
     supported("utimensat", sys_utimensat, args=(DirFD, Path, Ptr, Flags(AT_FLAGS))),
+    supported("utimes", sys_utimes, args=(Path, Ptr)),
+    supported("futimesat", sys_futimesat, args=(DirFD, Path, Ptr)),
+    supported("utime", sys_utime, args=(Path, Ptr)),
     supported("umask", sys_umask, args=(Hex,)),
     partial("statfs", sys_statfs, args=(Path, OutStruct("statfs")), note="fsid is 0"),
     partial("fstatfs", sys_fstatfs, args=(FD, OutStruct("statfs")), note="fsid is 0"),
@@ -885,6 +1053,8 @@ ENTRIES = entries(
     supported("fchdir", sys_fchdir, args=(FD,)),
     supported("mkdir", sys_mkdir, args=(Path, Hex)),
     supported("mkdirat", sys_mkdirat, args=(DirFD, Path, Hex)),
+    partial("mknod", sys_mknod, args=(Path, Hex, Hex), note="regular files and FIFOs; devices and sockets: EPERM"),
+    partial("mknodat", sys_mknodat, args=(DirFD, Path, Hex, Hex), note="regular files and FIFOs; devices and sockets: EPERM"),
     supported("rmdir", sys_rmdir, args=(Path,)),
     supported("unlink", sys_unlink, args=(Path,)),
     supported("unlinkat", sys_unlinkat, args=(DirFD, Path, Flags(AT_FLAGS))),
