@@ -124,3 +124,38 @@ def test_python_file_ops_match_native(sentry, tmp_path):
     assert got.stdout.splitlines()[:-1] == want.stdout.splitlines()
     assert got.stdout.splitlines()[-1] == b"mknod dev 1"
     assert list((tmp_path / "s").iterdir()) == []
+
+
+def test_terminal_queries_pass_through_changes_do_not(platform, tmp_path):
+    import fcntl
+    import os
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
+    code = ("import os, sys, termios\n"
+            "print(os.isatty(1), tuple(os.get_terminal_size(1)), flush=True)\n"
+            "a = termios.tcgetattr(1); a[3] &= ~termios.ECHO\n"
+            "try:\n    termios.tcsetattr(1, termios.TCSANOW, a)\nexcept termios.error as e:\n"
+            "    print('tcsetattr', e.args[0])\n")
+    with open(tmp_path / "out", "wb") as out:
+        proc = subprocess.run([sys.executable, "-m", "sentry", "run", "--platform", platform, "--",
+                               "/usr/bin/python3.11", "-c", code], stdin=slave, stdout=slave, stderr=out, timeout=90)
+    after = termios.tcgetattr(slave)
+    os.close(slave)
+    text = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        text += chunk
+    os.close(master)
+    assert proc.returncode == 0, (tmp_path / "out").read_bytes()
+    assert text.replace(b"\r\n", b"\n") == b"True (111, 33)\ntcsetattr 25\n"
+    assert after[3] & termios.ECHO  # the user's terminal kept its mode

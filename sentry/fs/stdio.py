@@ -3,9 +3,10 @@
 In a nutshell: read and write go to a host fd the Sentry holds; fstat shows
 the host's object (a char device, a pipe, a file) as the host has it;
 ioctl is forwarded to the host fd only for a read-only allow-list
-(TCGETS, TIOCGWINSZ, TIOCGPGRP, FIONREAD) plus the terminal-mode setters
-a line editor needs (TCSETS*, which change only the terminal the user gave
-us). Everything else is ENOTTY, as for a file. The guest never learns the
+(TCGETS, TIOCGWINSZ, TIOCGPGRP, FIONREAD): the guest may learn it talks to
+a terminal and its size, never change the user's terminal (TCSETS*, a line
+editor's raw mode, fails with ENOTTY and readline falls back to cooked
+mode). Everything else is ENOTTY, as for a file. The guest never learns the
 host fd number and can never close the Sentry's own stdio (the fd is
 borrowed, not owned).
 """
@@ -20,11 +21,9 @@ import stat as S
 from sentry.errors import SyscallError
 from sentry.fs.file import O_RDONLY, O_RDWR, O_WRONLY, POLLIN, POLLOUT, HostFDFile
 
-TCGETS, TCSETS, TCSETSW, TCSETSF = 0x5401, 0x5402, 0x5403, 0x5404
-TIOCGPGRP, TIOCGWINSZ, FIONREAD = 0x540F, 0x5413, 0x541B
-# request -> (size of the argument struct, whether it is written by the call)
-_ALLOWED = {TCGETS: (60, True), TIOCGWINSZ: (8, True), TIOCGPGRP: (4, True), FIONREAD: (4, True),
-            TCSETS: (60, False), TCSETSW: (60, False), TCSETSF: (60, False)}
+TCGETS, TIOCGPGRP, TIOCGWINSZ, FIONREAD = 0x5401, 0x540F, 0x5413, 0x541B
+# request -> size of the struct the call fills
+_ALLOWED = {TCGETS: 36, TIOCGWINSZ: 8, TIOCGPGRP: 4, FIONREAD: 4}
 
 
 class HostPassthrough(HostFDFile):
@@ -34,23 +33,21 @@ class HostPassthrough(HostFDFile):
     __slots__ = ()
 
     def ioctl(self, t, request: int, arg: int) -> int:
-        spec = _ALLOWED.get(request)
-        if spec is None:
+        size = _ALLOWED.get(request)
+        if size is None:
             raise SyscallError(errno.ENOTTY)
-        size, out = spec
         if request == TIOCGPGRP:
             # The host's process group means nothing inside: report the caller's.
             if not os.isatty(self.hostfd):
                 raise SyscallError(errno.ENOTTY)
             t.mm.copy_out(arg, t.group.pgid.to_bytes(4, "little"))
             return 0
-        buf = bytearray(size) if out else bytearray(t.mm.copy_in(arg, size))
+        buf = bytearray(size)
         try:
             fcntl.ioctl(self.hostfd, request, buf, True)
         except OSError as e:
             raise SyscallError(e.errno) from None
-        if out:
-            t.mm.copy_out(arg, bytes(buf))
+        t.mm.copy_out(arg, bytes(buf))
         return 0
 
     def readiness(self) -> int:
