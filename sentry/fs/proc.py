@@ -229,9 +229,11 @@ class ProcFS(SynthFS):
             b"fd": SynthDir(self, {}, mode=0o500, dyn_lookup=fd_lookup, dyn_list=fd_list, uid=uid, gid=gid),
         }, uid=uid, gid=gid)
         if with_tasks:
-            me = str(group.pid).encode()
+            def tids(ctx) -> list[bytes]:
+                return [str(t.tid).encode() for t in list(live().tasks)]
+
             pd.add(b"task", SynthDir(self, {}, dyn_lookup=lambda name, ctx: self._pid_dir(live(), False)
-                                     if name == me else None, dyn_list=lambda ctx: [me]))
+                                     if name in tids(ctx) else None, dyn_list=tids))
         return pd
 
 

@@ -359,7 +359,10 @@ class VFS:
 
     def link(self, fs: "FSContext", olddir: Node | None, oldpath: bytes, newdir: Node | None,
              newpath: bytes, follow: bool = False, ctx=None) -> None:
-        node = self.lookup(fs, olddir, oldpath, follow, ctx)
+        self.link_node(fs, self.lookup(fs, olddir, oldpath, follow, ctx), newdir, newpath, ctx)
+
+    def link_node(self, fs: "FSContext", node: Node, newdir: Node | None, newpath: bytes, ctx=None) -> None:
+        """A new name at ``newpath`` for ``node`` (linkat AT_EMPTY_PATH)."""
         d, name, _ = self._parent_for_change(fs, newdir, newpath, ctx, errno.EEXIST)
         if self._taken(d, name):
             raise err(errno.EEXIST)
@@ -367,6 +370,8 @@ class VFS:
             raise err(errno.EPERM)
         if node.fs is not d.fs:
             raise err(errno.EXDEV)
+        if node.stat().st_nlink == 0:
+            raise err(errno.ENOENT)  # an unlinked file stays unlinked
         d.link(name, node)
 
     def symlink(self, fs: "FSContext", target: bytes, start: Node | None, path: bytes, ctx=None) -> None:

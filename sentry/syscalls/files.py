@@ -929,9 +929,7 @@ def sys_linkat(t: Task, olddir: int, old: int, newdir: int, new: int, flags: int
     n = _path(t, new)
     vfs = t.kernel.vfs
     if flags & AT_EMPTY_PATH and not (old and _path(t, old)):
-        node = _fd_node(t, olddir)
-        d, name, _ = vfs.resolve_parent(t.fs, _start(t, newdir, n), n, t)
-        d.link(name, node)
+        vfs.link_node(t.fs, _fd_node(t, olddir), _start(t, newdir, n), n, t)
         return 0
     o = _path(t, old)
     vfs.link(t.fs, _start(t, olddir, o), o, _start(t, newdir, n), n, bool(flags & AT_SYMLINK_FOLLOW), t)
