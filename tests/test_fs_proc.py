@@ -114,6 +114,9 @@ def test_proc_system_files(vfs, task):
     assert b"processor" in read(vfs, task, b"/proc/cpuinfo")
     assert b"\tproc\n" in read(vfs, task, b"/proc/filesystems")
     assert read(vfs, task, b"/proc/sys/vm/overcommit_memory") == b"0\n"
+    n = len(os.sched_getaffinity(0))
+    assert read(vfs, task, b"/sys/devices/system/cpu/online") == (b"0-%d\n" % (n - 1) if n > 1 else b"0\n")
+    assert read(vfs, task, b"/proc/stat").count(b"\ncpu") == n
     assert _errno(vfs.open, task.fs, None, b"/proc/cpuinfo", O_WRONLY, 0, task) == errno.EACCES
     assert _errno(vfs.mkdir, task.fs, None, b"/proc/x", 0o755, task) == errno.EACCES
 

@@ -53,6 +53,12 @@ def _uptime(ctx) -> bytes:
     return _host_file("/proc/uptime")
 
 
+def _stat(ctx) -> bytes:
+    n = len(os.sched_getaffinity(0))
+    cpus = "".join(f"cpu{i} 0 0 0 0 0 0 0 0 0 0\n" for i in range(n))
+    return f"cpu  0 0 0 0 0 0 0 0 0 0\n{cpus}btime 0\nprocesses 1\nprocs_running 1\n".encode()
+
+
 def _main_task(group: "ThreadGroup") -> "Task":
     if not group.tasks:
         raise err(errno.ENOENT)
@@ -142,7 +148,7 @@ class ProcFS(SynthFS):
             b"version": const(b"Linux version " + UTS_RELEASE + b" " + UTS_VERSION + b"\n"),
             b"filesystems": const(FILESYSTEMS),
             b"cmdline": const(b"sentry\n"),
-            b"stat": f(lambda ctx: b"cpu  0 0 0 0 0 0 0 0 0 0\nbtime 0\n"),
+            b"stat": f(_stat),
             b"mounts": SynthLink(self, lambda ctx: b"self/mounts"),
             b"self": SynthLink(self, lambda ctx: str(_pid(ctx)).encode()),
             b"thread-self": SynthLink(self, lambda ctx: f"{_pid(ctx)}/task/{ctx.tid}".encode()),

@@ -32,7 +32,7 @@ from sentry.fs.file import (O_ACCMODE, O_CREAT, O_DIRECTORY, O_EXCL, O_NOFOLLOW,
 from sentry.fs.node import R_OK, W_OK, X_OK, DirMoves, FileSystem, Node, err, may_access
 from sentry.fs.overlay import OverlayFS
 from sentry.fs.proc import ProcFS
-from sentry.fs.synth import SYSFS_MAGIC, SynthDir, SynthFS
+from sentry.fs.sysfs import make_sysfs
 
 if TYPE_CHECKING:
     from sentry.fs.context import FSContext
@@ -95,9 +95,7 @@ class VFS:
         self.root: Node = self.rootfs.root
         self.mount_table: list[tuple[str, FileSystem]] = [("/", self.rootfs)]
         self.mount("/proc", ProcFS(self))
-        sysfs = SynthFS("sysfs", SYSFS_MAGIC)
-        sysfs.root = SynthDir(sysfs, {})
-        self.mount("/sys", sysfs)
+        self.mount("/sys", make_sysfs())
         self.mount("/dev", make_devfs())
 
     # --- mounts ---------------------------------------------------------------
