@@ -17,20 +17,101 @@ import fcntl
 import os
 import select
 import stat as S
+import threading
+from typing import Callable
 
 from sentry.errors import SyscallError
-from sentry.fs.file import O_RDONLY, O_RDWR, O_WRONLY, POLLIN, POLLOUT, HostFDFile
+from sentry.fs.file import O_RDONLY, O_RDWR, O_WRONLY, POLLERR, HostFDFile
 
 TCGETS, TIOCGPGRP, TIOCGWINSZ, FIONREAD = 0x5401, 0x540F, 0x5413, 0x541B
 # request -> size of the struct the call fills
 _ALLOWED = {TCGETS: 36, TIOCGWINSZ: 8, TIOCGPGRP: 4, FIONREAD: 4}
 
 
+def _host_events(fd: int, want: int, timeout_ms: int) -> int:
+    """POLLIN/POLLOUT/POLLHUP/POLLERR of host ``fd`` for ``want``."""
+    p = select.poll()
+    p.register(fd, want)
+    got = p.poll(timeout_ms)
+    return got[0][1] if got else 0
+
+
+class _Watcher:
+    """Tells subscribers when a host fd becomes ready: a daemon thread
+    polls the fd while someone waits (each subscriber is told once, then
+    forgotten: a waiter subscribes again for its next wait). Polling uses a
+    short timeout so new subscribers and a closed fd are noticed."""
+
+    def __init__(self, fd: int, want: int):
+        self.fd, self.want = fd, want
+        self.cond = threading.Condition()
+        self.waiting: list[Callable[[], None]] = []
+        threading.Thread(target=self._run, name=f"sentry-hostfd-{fd}", daemon=True).start()
+
+    def add(self, cb: Callable[[], None]) -> None:
+        with self.cond:
+            self.waiting.append(cb)
+            self.cond.notify()
+
+    def remove(self, cb: Callable[[], None]) -> None:
+        with self.cond:
+            if cb in self.waiting:
+                self.waiting.remove(cb)
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.waiting:
+                    self.cond.wait()
+            try:
+                ready = _host_events(self.fd, self.want, 100)
+            except (OSError, ValueError):
+                ready = POLLERR  # closed: wake everyone, reads will say why
+            if ready:
+                with self.cond:
+                    told, self.waiting = self.waiting, []
+                for cb in told:
+                    cb()
+
+
 class HostPassthrough(HostFDFile):
     """A host fd passed through (see module doc). ``owned``: close it on
-    release (/dev/tty), or borrowed (the Sentry's own 0, 1, 2)."""
+    release (/dev/tty), or borrowed (the Sentry's own 0, 1, 2).
 
-    __slots__ = ()
+    Reads of a host fd that is not a regular file never block the task's
+    thread: with nothing to read they raise EAGAIN and the syscall layer
+    waits (interruptibly) for ``subscribe``'s callback."""
+
+    __slots__ = ("watcher", "regular")
+
+    def __init__(self, node, path: str, flags: int, hostfd: int, owned: bool):
+        super().__init__(node, path, flags, hostfd, owned)
+        self.watcher: _Watcher | None = None
+        try:
+            self.regular = S.S_ISREG(os.fstat(hostfd).st_mode)
+        except OSError:
+            self.regular = False
+
+    @property
+    def can_block(self) -> bool:  # type: ignore[override]
+        return not self.regular
+
+    def read(self, length: int) -> bytes:
+        if not self.regular and not _host_events(self.hostfd, select.POLLIN, 0):
+            raise SyscallError(errno.EAGAIN)
+        return super().read(length)
+
+    def _want(self) -> int:
+        return (select.POLLIN if self.readable else 0) | (select.POLLOUT if self.writable else 0)
+
+    def subscribe(self, cb: Callable[[], None]) -> None:
+        if self.watcher is None:
+            self.watcher = _Watcher(self.hostfd, self._want())
+        self.watcher.add(cb)
+
+    def unsubscribe(self, cb: Callable[[], None]) -> None:
+        if self.watcher is not None:
+            self.watcher.remove(cb)
 
     def ioctl(self, t, request: int, arg: int) -> int:
         size = _ALLOWED.get(request)
@@ -51,8 +132,10 @@ class HostPassthrough(HostFDFile):
         return 0
 
     def readiness(self) -> int:
-        r, w, _ = select.select([self.hostfd], [self.hostfd], [], 0)
-        return (POLLIN if r else 0) | (POLLOUT if w else 0)
+        try:
+            return _host_events(self.hostfd, self._want(), 0)
+        except (OSError, ValueError):
+            return POLLERR
 
     def seek(self, offset: int, whence: int) -> int:
         if S.S_ISREG(os.fstat(self.hostfd).st_mode):
