@@ -159,3 +159,22 @@ def test_terminal_queries_pass_through_changes_do_not(platform, tmp_path):
     assert proc.returncode == 0, (tmp_path / "out").read_bytes()
     assert text.replace(b"\r\n", b"\n") == b"True (111, 33)\ntcsetattr 25\n"
     assert after[3] & termios.ECHO  # the user's terminal kept its mode
+
+
+def test_signal_interrupts_a_read_of_host_stdin(platform):
+    import subprocess
+    import sys
+
+    code = ("import os, signal\n"
+            "def h(*a): raise TimeoutError\n"
+            "signal.signal(signal.SIGALRM, h); signal.alarm(1)\n"
+            "try:\n    os.read(0, 10)\nexcept TimeoutError:\n    print('interrupted')\n")
+    proc = subprocess.Popen([sys.executable, "-m", "sentry", "run", "--platform", platform, "--",
+                             "/usr/bin/python3.11", "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:  # stdin stays open and empty: only the signal can end the read
+        out, err = proc.stdout.read(), proc.stderr.read()
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+    assert out == b"interrupted\n", err
