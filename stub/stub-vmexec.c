@@ -15,7 +15,7 @@
  *   those calls; any other call traps.
  * - A stub thread (thread_start) sets its signal stack (its slot), installs
  *   filter B on itself (trusted instructions may make only futex,
- *   rt_sigreturn and exit) and executes int3: from then on it lives in the
+ *   rt_sigreturn, exit and sched_yield) and executes int3: from then on it lives in the
  *   handler. Filters stack, so guest code that jumps into this file's
  *   `syscall` instructions gets at most B's calls, and the command page is
  *   read-only to it: a guest can never map anything itself.
@@ -85,6 +85,7 @@ __attribute__((section(".rodata.stub"))) static const struct sock_filter filter_
     PROLOGUE,
     ALLOW(__NR_mmap), ALLOW(__NR_munmap), ALLOW(__NR_mprotect), ALLOW(__NR_futex),
     ALLOW(__NR_rt_sigreturn), ALLOW(__NR_exit), ALLOW(__NR_sigaltstack), ALLOW(__NR_seccomp),
+    ALLOW(__NR_sched_yield),
     /* clone: only stub threads (exact flags) */
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 4),
     BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LO(0)),
@@ -93,16 +94,23 @@ __attribute__((section(".rodata.stub"))) static const struct sock_filter filter_
     DENY,
     DENY,
 };
-/* B: stub threads, which run guest code. futex only WAIT/WAKE (shared). */
+/* B: stub threads, which run guest code. futex: only plain WAIT and WAKE,
+ * and never on the control pages (the Sentry reads "the control thread is
+ * waiting there" as "the command is done", so no one else may wait there). */
 __attribute__((section(".rodata.stub"))) static const struct sock_filter filter_b[] = {
     PROLOGUE,
-    ALLOW(__NR_rt_sigreturn), ALLOW(__NR_exit),
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_futex, 0, 5),
+    ALLOW(__NR_rt_sigreturn), ALLOW(__NR_exit), ALLOW(__NR_sched_yield),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_futex, 0, 10),
     BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LO(1)),
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FUTEX_WAIT, 2, 0),
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FUTEX_WAKE, 1, 0),
-    DENY,
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FUTEX_WAIT, 1, 0),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FUTEX_WAKE, 0, 6),
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LO(0) + 4),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)(VMEXEC_MBOX >> 32), 0, 3),
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LO(0)),
+    BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, (unsigned)(VMEXEC_MBOX + VMEXEC_SLOTS_OFF), 1, 0),
+    BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, (unsigned)VMEXEC_MBOX, 1, 0),
     BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    DENY,
     DENY,
 };
 __attribute__((used, section(".rodata.stub"))) static const struct sock_fprog prog_a = {
@@ -197,7 +205,10 @@ __attribute__((naked, noreturn, section(".text.start"))) void _start(void) {
         "mov %[seccomp], %%eax\n mov %[mode], %%edi\n xor %%esi, %%esi\n lea prog_a(%%rip), %%rdx\n syscall\n"
         "test %%rax, %%rax\n jnz 9f\n"
         "movabs %[mbox], %%r12\n lea 4096(%%r12), %%r13\n xor %%ebx, %%ebx\n"
-        /* ctl_loop: r12 = command page, r13 = result page, ebx = last seq */
+        /* ctl_loop: r12 = command page, r13 = result page, ebx = last seq.
+         * Sleeping in FUTEX_WAIT on the command page is how the Sentry knows
+         * the last command is done (vmexec.h, "control channel"): so no
+         * spinning here, and nothing else may wait on that page. */
         "1: mov (%%r12), %%eax\n cmp %%eax, %%ebx\n jne 2f\n"
         "mov %[futex], %%eax\n mov %%r12, %%rdi\n mov %[wait], %%esi\n mov %%ebx, %%edx\n"
         "xor %%r10d, %%r10d\n syscall\n jmp 1b\n"
@@ -206,9 +217,7 @@ __attribute__((naked, noreturn, section(".text.start"))) void _start(void) {
         "mov 40(%%r12), %%r10\n mov 48(%%r12), %%r8\n mov 56(%%r12), %%r9\n"
         "cmp %[clone], %%rax\n je 4f\n"
         "syscall\n"
-        "3: mov %%rax, 8(%%r13)\n mov %%ebx, (%%r13)\n"
-        "mov %[futex], %%eax\n mov %%r13, %%rdi\n mov %[wake], %%esi\n mov $1, %%edx\n syscall\n"
-        "jmp 1b\n"
+        "3: mov %%rax, 8(%%r13)\n mov %%ebx, (%%r13)\n jmp 1b\n"
         "4: syscall\n test %%rax, %%rax\n jnz 3b\n"
         /* thread_start: a new stub thread, on the top of its msg page. It
          * must not trust memory until filter B is on: registers only. */
@@ -216,7 +225,7 @@ __attribute__((naked, noreturn, section(".text.start"))) void _start(void) {
         "test %%rax, %%rax\n jnz 8f\n"
         "mov %[seccomp], %%eax\n mov %[mode], %%edi\n xor %%esi, %%esi\n lea prog_b(%%rip), %%rdx\n syscall\n"
         "test %%rax, %%rax\n jnz 8f\n"
-        "5: int3\n jmp 5b\n"
+        "10: int3\n jmp 10b\n"
         "8: mov %[exit], %%eax\n mov $124, %%edi\n syscall\n"
         "9: mov %[exit_group], %%eax\n mov $125, %%edi\n syscall\n"
         :
@@ -224,6 +233,6 @@ __attribute__((naked, noreturn, section(".text.start"))) void _start(void) {
           [len] "i"(VMEXEC_TOP - VMEXEC_MBOX - VMEXEC_MBOX_SIZE), [prctl] "i"(__NR_prctl),
           [nnp] "i"(PR_SET_NO_NEW_PRIVS), [seccomp] "i"(__NR_seccomp), [mode] "i"(SECCOMP_SET_MODE_FILTER),
           [mbox] "i"(VMEXEC_MBOX), [futex] "i"(__NR_futex),
-          [wait] "i"(FUTEX_WAIT), [wake] "i"(FUTEX_WAKE), [clone] "i"(__NR_clone),
+          [wait] "i"(FUTEX_WAIT), [clone] "i"(__NR_clone),
           [sigaltstack] "i"(__NR_sigaltstack), [exit] "i"(__NR_exit), [exit_group] "i"(__NR_exit_group));
 }

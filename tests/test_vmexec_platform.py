@@ -298,6 +298,9 @@ def _trusted_syscall() -> int:
     (41, (2, 1, 0)),  # socket(AF_INET, SOCK_STREAM)
     (9, (0x600000, PAGE, 3, 0x11, 3, 0)),  # mmap(MAP_SHARED|MAP_FIXED, MemoryFile, 0)
     (56, (0x250F00, 0x401000, 0, 0, 0)),  # clone of a stub thread
+    (202, (lib.VMEXEC_MBOX, 0, 0, 0)),  # futex(command page, FUTEX_WAIT): would fake "command done"
+    (202, (lib.VMEXEC_MBOX + 4096, 1, 1, 0)),  # futex(result page, FUTEX_WAKE)
+    (202, (SLOT0, 3, 1, 0, SLOT0 + 8)),  # FUTEX_REQUEUE
 ])
 def test_jump_into_trusted_syscall_is_denied(plat, nr, args):
     space, ctx, st = guest(plat, SYSCALL2, data=b"/etc/passwd\0")
@@ -327,6 +330,24 @@ def test_stub_is_confined(plat):
     assert "Seccomp:\t2" in status and "NoNewPrivs:\t1" in status
     maps = open(f"/proc/{pid}/maps").read()
     assert "[stack]" not in maps and "[vdso]" not in maps
+
+
+def test_forged_results_do_not_fake_a_mapping(plat):
+    """The result page is guest-writable: a guest that forges the answer to
+    the next command (its seq, and the address mmap would return) must not
+    make map_file return before the mapping exists."""
+    poison = bytes.fromhex("48893e 48895608 0f05 488b1c25") + struct.pack("<I", DATA) + bytes.fromhex("0f05")
+    # mov %rdi,(%rsi); mov %rdx,8(%rsi); syscall; mov DATA,%rbx; syscall
+    space, ctx, st = guest(plat, poison)
+    cmd = space.stub()._cmd
+    for i in range(20):
+        st.regs.rip, st.regs.rsi, st.regs.rdx, st.regs.rdi = CODE, lib.VMEXEC_MBOX + 4096, DATA, cmd.seq + 1
+        assert ctx.switch(space, st) == EventKind.SYSCALL  # forged
+        off = plat.memory.allocate(PAGE)
+        plat.memory.write(off, struct.pack("<Q", 0x5EED + i))
+        space.map_file(DATA, off, PAGE, PROT_READ)
+        assert ctx.switch(space, st) == EventKind.SYSCALL  # mov DATA,%rbx
+        assert st.regs.rbx == 0x5EED + i
 
 
 def test_hostile_mailbox_is_an_error_not_a_crash(plat):

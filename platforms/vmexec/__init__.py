@@ -5,12 +5,14 @@ In a nutshell (gVisor's systrap, behind the contract of Andrei Vagin's
 process_vm_exec RFC, which was never merged and never got a syscall number,
 so nothing here probes for one):
 
-1. Each AddressSpace is a stub process (``stubs.StubProcess``,
-   ``stub/stub-vmexec.c``): fresh namespaces, PR_SET_PDEATHSIG, the
-   MemoryFile as its only fd, a control thread that maps MemoryFile ranges
-   on command. Each Context gets a stub thread per address space it runs in.
+1. Each AddressSpace gets a stub process (``stubs.StubProcess``,
+   ``stub/stub-vmexec.c``) on first use: fresh namespaces,
+   PR_SET_PDEATHSIG, the MemoryFile as its only fd, a control thread that
+   maps MemoryFile ranges on command. One is kept ready in reserve. Each
+   Context gets a stub thread per address space it runs in.
 2. A guest system call hits SECCOMP_RET_TRAP (only the stub's own code may
-   make calls, and only futex/rt_sigreturn/exit from a stub thread); faults
+   make calls, and only futex/rt_sigreturn/exit/sched_yield from a stub
+   thread); faults
    raise their signal. The stub's handler leaves the kernel's signal frame
    (registers, XSAVE area, siginfo) in a slot the Sentry maps too, and waits.
 3. ``Context.switch`` (C: ``sentry_vmexec_switch`` over
@@ -21,7 +23,8 @@ so nothing here probes for one):
 4. ``interrupt()`` sends the running stub thread SIGURG, which stops it the
    same way.
 
-Lock order: StubProcess.lock is a leaf; Context methods other than
+Lock order: VmexecAddressSpace.lock > VmexecPlatform._lock, and
+VmexecAddressSpace.lock > StubProcess.lock (see stubs); Context methods other than
 ``interrupt`` run on the one Sentry thread that drives the Context.
 """
 from __future__ import annotations
@@ -36,7 +39,7 @@ from stub._native import ffi, lib
 
 from platforms.base import AddressSpace, Context, Platform, PlatformError, register
 from platforms.vmexec.context import VmexecContext, process_vm_exec
-from platforms.vmexec.stubs import StubProcess
+from platforms.vmexec.stubs import StubProcess, VmexecAddressSpace
 
 __all__ = ["VmexecPlatform", "process_vm_exec"]
 
@@ -90,7 +93,7 @@ class VmexecPlatform(Platform):
         # stub ready in reserve (fork and execve then wait for nothing).
         self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vmexec-spawner")
         self._lock = threading.Lock()
-        self._spaces: list[StubProcess] = []  # guarded by _lock
+        self._stubs: list[StubProcess] = []  # guarded by _lock
         self._reserve: Future[StubProcess] | None = self._spawner.submit(self._spawn)  # guarded by _lock
 
     def _spawn(self) -> StubProcess:
@@ -98,15 +101,19 @@ class VmexecPlatform(Platform):
         return StubProcess(self._stub_path, self.memory.fd, self._global_fd, self._global)
 
     def new_address_space(self) -> AddressSpace:
+        return VmexecAddressSpace(self._take_stub)
+
+    def _take_stub(self) -> StubProcess:
+        """The reserve stub (spawning the next one in the background)."""
         with self._lock:
             if self._reserve is None:
                 raise PlatformError("vmexec: platform used after close")
             reserve, self._reserve = self._reserve, self._spawner.submit(self._spawn)
-        space = reserve.result()
+        proc = reserve.result()
         with self._lock:
-            self._spaces = [s for s in self._spaces if not s.released]
-            self._spaces.append(space)
-        return space
+            self._stubs = [s for s in self._stubs if not s.released]
+            self._stubs.append(proc)
+        return proc
 
     def new_context(self) -> Context:
         return VmexecContext()
@@ -114,14 +121,14 @@ class VmexecPlatform(Platform):
     def close(self) -> None:
         with self._lock:
             reserve, self._reserve = self._reserve, None
-            spaces, self._spaces = self._spaces, []
+            stubs, self._stubs = self._stubs, []
         if reserve is not None:
             try:
-                spaces.append(reserve.result())
+                stubs.append(reserve.result())
             except PlatformError:
                 pass  # it never started; nothing to release
-        for space in spaces:
-            space.release()
+        for proc in stubs:
+            proc.release()
         self._spawner.shutdown(wait=True)
         if self._global_fd >= 0:
             os.close(self._global_fd)

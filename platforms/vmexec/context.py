@@ -12,7 +12,7 @@ from __future__ import annotations
 from stub._native import ffi, lib
 
 from platforms.base import AddressSpace, ArchState, Context, EventKind, SignalInfo
-from platforms.vmexec.stubs import StubProcess, StubThread, _fail
+from platforms.vmexec.stubs import StubThread, VmexecAddressSpace, _fail
 
 _EVENTS = (EventKind.SYSCALL, EventKind.SIGNAL, EventKind.INTERRUPT)
 _switch = lib.sentry_vmexec_switch
@@ -24,8 +24,8 @@ class VmexecContext(Context):
         self.signal_info = SignalInfo()
         self._caller = ffi.new("struct sentry_vmexec_caller *")
         self._stop = ffi.new("struct sentry_vmexec_stop *")
-        self._threads: dict[StubProcess, StubThread] = {}
-        self._space: StubProcess | None = None
+        self._threads: dict[VmexecAddressSpace, StubThread] = {}
+        self._space: VmexecAddressSpace | None = None
         self._current: StubThread | None = None
 
     def switch(self, address_space: AddressSpace, state: ArchState) -> EventKind:
@@ -44,14 +44,14 @@ class VmexecContext(Context):
             raise _fail(f"switch into stub {t.process.pid}", kind)
         return _EVENTS[kind]
 
-    def _enter(self, space: StubProcess, state: ArchState | None) -> StubThread:
+    def _enter(self, space: VmexecAddressSpace, state: ArchState | None) -> StubThread:
         """Make the stub thread for ``space`` current, creating it if need be,
         and carry the FPU state over to it (into ``state``, marked dirty)."""
         for old in [s for s, t in self._threads.items() if not t.alive]:
             del self._threads[old]
         thread = self._threads.get(space)
         if thread is None:
-            thread = self._threads[space] = space.new_thread()
+            thread = self._threads[space] = space.stub().new_thread()
         prev = self._current
         if state is not None and not state.fp_dirty:
             if prev is not None and prev.alive:

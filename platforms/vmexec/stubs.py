@@ -1,5 +1,9 @@
-"""vmexec stub processes: one per AddressSpace, one stub thread per Context
+"""vmexec address spaces: a stub process each, one stub thread per Context
 that runs in it.
+
+A VmexecAddressSpace takes its stub process from the platform's reserve on
+first use (a mapping, or a Context entering it): the Sentry creates address
+spaces it never runs (an execve that fails, say), and those cost nothing.
 
 A stub process (stub/stub-vmexec.c) is started by the platform's spawner
 thread (PR_SET_PDEATHSIG follows the thread that forked, so it must be one
@@ -12,7 +16,8 @@ the Sentry's commands: ``mmap``/``munmap`` of MemoryFile ranges and
 with one spare stub thread, so the first Context to run in it waits for
 nothing.
 
-Lock order: StubProcess.lock (commands, slots, tids) is a leaf.
+Lock order: VmexecAddressSpace.lock > StubProcess.lock (commands, slots,
+tids).
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ import mmap
 import os
 import threading
 from stub._native import ffi, lib
+
+from typing import Callable
 
 from platforms.base import PROT_EXEC, PROT_READ, AddressSpace, PlatformError
 
@@ -52,7 +59,7 @@ class StubThread:
             raise _fail("xsave area", r)
 
 
-class StubProcess(AddressSpace):
+class StubProcess:
     def __init__(self, stub_path: str, memfd: int, global_fd: int, global_page):
         """Start a stub process. Precondition: called on the platform's
         spawner thread (the stub dies with the thread that forked it)."""
@@ -195,3 +202,41 @@ class StubProcess(AddressSpace):
     def _unmap_mbox(self) -> None:
         ffi.release(self._mbox_ptr)
         self._mbox.close()
+
+
+class VmexecAddressSpace(AddressSpace):
+    def __init__(self, take_stub: Callable[[], StubProcess]):
+        self._take_stub = take_stub
+        self.lock = threading.Lock()
+        self._stub: StubProcess | None = None  # guarded by lock; set once
+        self.released = False
+
+    def stub(self) -> StubProcess:
+        """The stub process, started (taken from the reserve) on first use."""
+        s = self._stub
+        if s is None:
+            with self.lock:
+                if self.released:
+                    raise PlatformError("vmexec: address space used after release")
+                if self._stub is None:
+                    self._stub = self._take_stub()
+                s = self._stub
+        return s
+
+    @property
+    def pid(self) -> int:
+        return self.stub().pid
+
+    def map_file(self, addr: int, offset: int, length: int, prot: int) -> None:
+        self.stub().map_file(addr, offset, length, prot)
+
+    def unmap(self, addr: int, length: int) -> None:
+        if self._stub is not None:  # else nothing is mapped
+            self._stub.unmap(addr, length)
+
+    def release(self) -> None:
+        with self.lock:
+            self.released = True
+            s, self._stub = self._stub, None
+        if s is not None:
+            s.release()

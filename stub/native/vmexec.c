@@ -22,6 +22,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -58,31 +59,48 @@ int sentry_vmexec_alive(int pidfd) {
 
 /* ---- stub processes and the control channel ------------------------------ */
 
+struct spawn_args {
+    const char *path;
+    int fds[3];
+};
+
+/* The child, until execve: it shares the Sentry's memory (CLONE_VM, the
+ * parent is suspended as by vfork), so only plain system calls here. */
+static int spawn_child(void *arg) {
+    struct spawn_args *a = arg;
+    char *argv[] = {"sentry-vmexec-stub", 0}, *envp[] = {0};
+    int fds[3];
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    for (int i = 0; i < 3; i++)
+        if ((fds[i] = fcntl(a->fds[i], F_DUPFD, 16)) < 0) _exit(125);
+    for (int i = 0; i < 3; i++)
+        if (dup2(fds[i], VMEXEC_FD_MEMORY + i) < 0) _exit(125);
+    syscall(SYS_close_range, 0, VMEXEC_FD_MEMORY - 1, 0);
+    syscall(SYS_close_range, VMEXEC_FD_GLOBAL + 1, ~0U, 0);
+    execve(a->path, argv, envp);
+    _exit(127);
+}
+
 int sentry_vmexec_spawn(const char *stub_path, int memfd, int mboxfd, int globalfd, int *pid_out, int *pidfd_out) {
-    const unsigned long flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC;
-    long pid = syscall(SYS_clone, flags | SIGCHLD, 0, 0, 0, 0);
-    if (pid < 0) return -errno;
-    if (pid == 0) {
-        /* Child: async-signal-safe calls only (the parent has threads). */
-        char *argv[] = {"sentry-vmexec-stub", 0}, *envp[] = {0};
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fds[3] = {memfd, mboxfd, globalfd};
-        for (int i = 0; i < 3; i++)
-            if ((fds[i] = fcntl(fds[i], F_DUPFD, 16)) < 0) _exit(125);
-        for (int i = 0; i < 3; i++)
-            if (dup2(fds[i], VMEXEC_FD_MEMORY + i) < 0) _exit(125);
-        syscall(SYS_close_range, 0, VMEXEC_FD_MEMORY - 1, 0);
-        syscall(SYS_close_range, VMEXEC_FD_GLOBAL + 1, ~0U, 0);
-        execve(stub_path, argv, envp);
-        _exit(127);
-    }
+    /* vfork-style: copying the Sentry's page tables (the MemoryFile mapping,
+     * the Python heap) would cost milliseconds per stub. */
+    const int flags = CLONE_VM | CLONE_VFORK | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS |
+                      CLONE_NEWIPC | SIGCHLD;
+    const size_t stack_size = 64 << 10;
+    struct spawn_args args = {stub_path, {memfd, mboxfd, globalfd}};
+    char *stack = mmap(0, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) return -errno;
+    int pid = clone(spawn_child, stack + stack_size, flags, &args);
+    int e = errno;
+    munmap(stack, stack_size);
+    if (pid < 0) return -e;
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (pidfd < 0) {
-        int e = errno;
-        sentry_vmexec_kill((int)pid, -1);
+        e = errno;
+        sentry_vmexec_kill(pid, -1);
         return -e;
     }
-    *pid_out = (int)pid;
+    *pid_out = pid;
     *pidfd_out = pidfd;
     return 0;
 }
@@ -100,17 +118,21 @@ void sentry_vmexec_kill(int pid, int pidfd) {
 
 long sentry_vmexec_command(struct vmexec_cmd *cmd, struct vmexec_result *res, int pidfd, long nr, long a0, long a1,
                            long a2, long a3, long a4, long a5, long *ret) {
-    const struct timespec slice = {0, WAIT_SLICE_NS};
+    const struct timespec nap = {0, 20000};
     cmd->nr = nr;
     cmd->args[0] = a0, cmd->args[1] = a1, cmd->args[2] = a2;
     cmd->args[3] = a3, cmd->args[4] = a4, cmd->args[5] = a5;
-    uint32_t seq = cmd->seq + 1;
-    __atomic_store_n(&cmd->seq, seq, __ATOMIC_SEQ_CST);
-    futex(&cmd->seq, FUTEX_WAKE, 1, 0);
-    for (;;) {
-        uint32_t v = __atomic_load_n(&res->seq, __ATOMIC_ACQUIRE);
-        if (v == seq) break;
-        if (futex(&res->seq, FUTEX_WAIT, v, &slice) == -ETIMEDOUT && !sentry_vmexec_alive(pidfd)) return -ESRCH;
+    __atomic_store_n(&cmd->seq, cmd->seq + 1, __ATOMIC_SEQ_CST);
+    syscall(SYS_futex, &cmd->seq, FUTEX_WAKE, 1, 0, 0, 0); /* the doorbell */
+    /* Done once the control thread waits on cmd.seq again (see vmexec.h). */
+    for (uint32_t i = 0; syscall(SYS_futex, &cmd->seq, FUTEX_WAKE, 1, 0, 0, 0) != 1; i++) {
+        if (i < 256) {
+            for (int j = 0; j < 8; j++) __asm__ volatile("pause" ::: "memory");
+        } else if (i % 256 == 0 && !sentry_vmexec_alive(pidfd)) {
+            return -ESRCH;
+        } else {
+            nanosleep(&nap, 0);
+        }
     }
     *ret = __atomic_load_n(&res->ret, __ATOMIC_ACQUIRE);
     return 0;

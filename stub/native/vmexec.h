@@ -31,6 +31,16 @@
 #define VMEXEC_MBOX_SIZE (VMEXEC_SLOTS_OFF + VMEXEC_MAX_THREADS * VMEXEC_SLOT_SIZE)
 #define VMEXEC_TOP 0x7ffffffff000UL
 
+/* The control channel. The Sentry writes a command (nr, args, then seq)
+ * into the command page, which the stub can only read, and wakes the
+ * futex on cmd.seq. The control thread runs it, stores the result and
+ * sleeps in FUTEX_WAIT on cmd.seq again. The result page is guest-writable,
+ * so its seq cannot say when a command is done; instead the Sentry polls
+ * FUTEX_WAKE on cmd.seq until it wakes one waiter: only the control thread
+ * can wait there (filter B forbids futex calls on the control pages), and
+ * it does so only once it has run every command up to cmd.seq. So a guest
+ * can never make the Sentry write a command over one still being read. */
+
 /* Fixed fd numbers in the stub at start-up; it keeps only the MemoryFile. */
 #define VMEXEC_FD_MEMORY 3
 #define VMEXEC_FD_MBOX 4
@@ -98,6 +108,21 @@ static inline int vmexec_spin_begin(struct vmexec_global *g, struct vmexec_msg *
 static inline void vmexec_spin_end(struct vmexec_global *g, struct vmexec_msg *m) {
     if (__atomic_sub_fetch(&m->spinning, 1, __ATOMIC_SEQ_CST) == 0) __atomic_sub_fetch(&g->spinners, 1, __ATOMIC_SEQ_CST);
 }
+/* One step of a spin wait: `pause`, and every VMEXEC_YIELD_EVERY steps a
+ * sched_yield, so that a partner queued on this very CPU (a wake-up placed
+ * it here, or other processes keep the other CPUs busy) gets to run instead
+ * of waiting for the spin to end. The raw instruction keeps it inside the
+ * stub's trusted code when the stub runs it (both allowlists permit it). */
+#define VMEXEC_YIELD_EVERY 128
+static inline void vmexec_relax(uint32_t i) {
+    if (i % VMEXEC_YIELD_EVERY == VMEXEC_YIELD_EVERY - 1) {
+        long r;
+        __asm__ volatile("syscall" : "=a"(r) : "a"(24 /* sched_yield */) : "rcx", "r11", "memory");
+    } else {
+        __asm__ volatile("pause" ::: "memory");
+    }
+}
+
 /* Spin while *w == v, within *budget, and only while a CPU is free (see
  * vmexec_global); returns *w. The budget adapts: a spin that ends in time
  * leaves room for four times as long; one that runs out while the partner
@@ -114,7 +139,7 @@ static inline uint32_t vmexec_spin(struct vmexec_global *g, struct vmexec_msg *m
     if (b > max) b = max;
     if (b < VMEXEC_SPIN_MIN) b = VMEXEC_SPIN_MIN;
     if (vmexec_spin_begin(g, m)) {
-        for (; n < b && (s = __atomic_load_n(w, __ATOMIC_ACQUIRE)) == v; n++) __asm__ volatile("pause" ::: "memory");
+        for (; n < b && (s = __atomic_load_n(w, __ATOMIC_ACQUIRE)) == v; n++) vmexec_relax(n);
         vmexec_spin_end(g, m);
         if (s != v)
             b = 4 * n > b ? 4 * n : b;
