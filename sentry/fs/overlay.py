@@ -418,6 +418,7 @@ class OvDir(OvNode):
 
     def symlink(self, name, target, creds):
         st = Stat(S.S_IFLNK | 0o777, *_owner(creds), dev=self.fs.dev, size=len(target))
+        st.st_blocks = 0  # a short target lives in the inode
         return self._new(name, OvSymlink(self.fs, None, st, target))
 
     def add_node(self, name: bytes, node: Node) -> Node:

@@ -160,14 +160,16 @@ def stdio_files() -> list[HostPassthrough]:
 
 
 def _stdio_path(fd: int) -> str:
-    """What /proc/self/fd/N shows: the terminal's name, pipe:[ino] or
-    socket:[ino] as Linux does; never a host file's path."""
+    """What /proc/self/fd/N shows: the terminal's name, pipe:[ino],
+    socket:[ino] or /dev/null as Linux does; never a host file's path."""
     try:
         if os.isatty(fd):
             return os.ttyname(fd)
-        mode = os.fstat(fd).st_mode
-        if S.S_ISFIFO(mode) or S.S_ISSOCK(mode):
-            return f"{'pipe' if S.S_ISFIFO(mode) else 'socket'}:[{os.fstat(fd).st_ino}]"
+        st = os.fstat(fd)
+        if S.S_ISFIFO(st.st_mode) or S.S_ISSOCK(st.st_mode):
+            return f"{'pipe' if S.S_ISFIFO(st.st_mode) else 'socket'}:[{st.st_ino}]"
+        if S.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3):
+            return "/dev/null"
     except OSError:
         pass
     return "anon_inode:[stdio]"

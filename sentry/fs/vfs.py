@@ -100,19 +100,36 @@ class VFS:
 
     # --- mounts ---------------------------------------------------------------
     def mount(self, path: str, fs: FileSystem) -> None:
-        """Mount ``fs`` at absolute ``path`` (its parent must exist)."""
-        parent_path, name = os.path.split(os.fsencode(path).rstrip(b"/"))
+        """Mount ``fs`` at absolute sandbox ``path``: its parent directory
+        must exist (symlinks are not followed); the name itself need not.
+        Raises ValueError otherwise."""
+        raw = os.fsencode(path).rstrip(b"/")
+        parent_path, name = os.path.split(raw)
+        if not raw.startswith(b"/") or not name or name in _DOTS or b".." in parent_path.split(b"/"):
+            raise ValueError(f"mount point {path!r} must be an absolute path without '..'")
         parent = self.root
-        for comp in parent_path.split(b"/"):
-            if comp:
-                parent = parent.mounts.get(comp) if parent.mounts and comp in parent.mounts \
-                    else parent.lookup(comp, None)
+        try:
+            for comp in parent_path.split(b"/"):
+                if comp and comp != b".":
+                    parent = self.child(parent, comp, None)
+        except SyscallError as e:
+            raise ValueError(f"mount point {path!r}: parent directory: {os.strerror(e.errno)}") from None
+        if parent.kind != _DIR:
+            raise ValueError(f"mount point {path!r}: parent is not a directory")
         if parent.mounts is None:
             parent.mounts = {}
         parent.mounts[name] = fs.root
         fs.root.parent, fs.root.name = parent, name
         DirMoves.count += 1
-        self.mount_table.append((path, fs))
+        self.mount_table.append((os.fsdecode(raw), fs))
+
+    def mount_volume(self, host: str, guest: str, read_only: bool = False) -> None:
+        """Show host directory ``host`` at ``guest`` (--volume HOST:GUEST[:ro]).
+        Writable volumes get their own memory overlay: the host directory
+        never changes either way. Raises ValueError on bad arguments."""
+        if not os.path.isdir(host):
+            raise ValueError(f"volume {host!r} is not a directory")
+        self.mount(guest, OverlayFS(host, writable=not read_only))
 
     def mounts_text(self) -> bytes:
         return "".join(f"{fs.fs_type} {p} {fs.fs_type} {self._opts(fs)} 0 0\n"
