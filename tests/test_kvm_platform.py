@@ -383,3 +383,61 @@ def test_use_after_close_is_an_error_and_release_a_no_op(memory):
         g.ctx.switch(g.aspace, g.state)
     with pytest.raises(base.PlatformError):
         p.new_context()
+
+
+def test_recycled_page_table_pages_show_no_stale_mapping(platform, memory):
+    """Run until the page-table pool is exhausted and recycled. Every
+    address space has the same shape (code and data in one leaf table, so
+    four table pages, reused in the same roles) and maps DATA to the other
+    page than the one before: a recycled table page KVM still shadowed
+    would show the previous address space's page."""
+    data = CODE + PAGE
+    code = memory.allocate(PAGE)
+    memory.write(code, assemble(f"mov {data}, %rbx\n mov $39, %eax\n syscall\n ud2"))
+    pages = []
+    for letter in b"AB":
+        off = memory.allocate(PAGE)
+        memory.write(off, bytes([letter]))
+        pages.append((off, letter))
+    ctx, state = platform.new_context(), platform.new_arch_state()
+    i, recycled = 0, 0
+    while recycled < 8:
+        aspace = platform.new_address_space()
+        aspace.map_file(CODE, code, PAGE, RX)
+        off, letter = pages[i % 2]
+        aspace.map_file(data, off, PAGE, R)
+        state.regs.rip = CODE
+        assert ctx.switch(aspace, state) == EventKind.SYSCALL
+        assert state.regs.rbx == letter, f"stale mapping in address space {i}"
+        aspace.release()
+        i += 1
+        recycled += platform.shadow_zaps() > 0
+
+
+def test_threads_run_while_another_thread_edits_the_page_tables(platform, memory, guest):
+    guest.page(DATA, b"", RW)
+    guest.load(f"1: incq {DATA}\n mov $39, %eax\n syscall\n jmp 1b")
+    errors: list[BaseException] = []
+
+    def runner():
+        try:
+            ctx, st = platform.new_context(), platform.new_arch_state()
+            st.regs.rip = CODE
+            for _ in range(200):
+                assert ctx.switch(guest.aspace, st) == EventKind.SYSCALL
+            ctx.release()
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=runner) for _ in range(2)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        off = memory.allocate(PAGE)
+        guest.aspace.map_file(DATA2, off, PAGE, RW)
+        guest.aspace.unmap(DATA2, PAGE)
+        memory.free(off, PAGE)
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert struct.unpack("<Q", memory.read(guest.aspace.lookup(DATA) & 0x000FFFFFFFFFF000, 8))[0] == 400

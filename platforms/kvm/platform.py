@@ -214,6 +214,13 @@ class KvmPlatform(Platform):
             lib.sentry_kvm_vm_counts(self._vm, vcpus, spaces)
         return vcpus[0], spaces[0]
 
+    def shadow_zaps(self) -> int:
+        """How often page-table pages were recycled (all shadow pages
+        dropped) so far, for tests."""
+        with self._life:
+            self._check_open()
+            return lib.sentry_kvm_vm_zaps(self._vm)
+
     def _check_open(self) -> None:
         if self._vm is None:
             raise PlatformError("kvm: platform is closed")
