@@ -1,7 +1,7 @@
 """The VFS: the mount table, path resolution, and the path-based operations
 the system calls use.
 
-In a nutshell: ``resolve`` walks a path one component at a time from the
+In a nutshell: ``_walk`` (behind ``lookup`` and ``resolve_parent``) walks a path one component at a time from the
 caller's root or cwd (or a dirfd's directory). ``..`` at the sandbox root
 stays there; ``..`` at a mount's root goes to the directory it is mounted
 on; a symlink's target is spliced into the remaining components, with
@@ -12,7 +12,8 @@ for; more than 40 links is ELOOP. Mount points are names in a directory's
 need not contain /proc or /dev.
 
 The mount table: the overlay (or read-only) rootfs at /, a synthesized
-/proc and /sys, and a /dev tmpfs with the Sentry's devices.
+/proc and /sys, a /dev tmpfs with the Sentry's devices, and volumes
+(``mount_volume``: a host directory under its own overlay).
 
 Permissions: checked as Linux does for the caller's effective ids; root
 (the usual case here) skips every check but the exec bit, so the common
@@ -157,14 +158,6 @@ class VFS:
             if c is not None:
                 return c
         return d.lookup(name, ctx)
-
-    def resolve(self, fs: "FSContext", start: Node | None, path: bytes, follow: bool = True,
-                ctx=None) -> tuple[Node | None, bytes, Node]:
-        """(parent, name, node) for ``path``; ``parent`` is None when the
-        node was reached otherwise (the root, '..', a magic link). Relative
-        paths start at ``start`` (None: the cwd). ``follow``: follow a
-        symlink in the last component (a trailing slash always does)."""
-        return self._walk(fs, start, path, follow, ctx, False)[:3]  # type: ignore[return-value]
 
     def resolve_parent(self, fs: "FSContext", start: Node | None, path: bytes,
                        ctx=None) -> tuple[Node, bytes, bool]:
