@@ -37,11 +37,17 @@ def pick_platform(name: str) -> type[base.Platform]:
 
 def run_program(config: Config, argv: list[bytes], envp: list[bytes]) -> int:
     """Run argv in a new sandbox; return the init process's wait(2) status."""
-    kernel = Kernel(config, pick_platform(config.platform))
+    platform = pick_platform(config.platform)
+    tracer = None
     if config.strace:
         from sentry.strace import make_tracer
 
-        kernel.tracer = make_tracer(config)
+        try:
+            tracer = make_tracer(config)
+        except OSError as e:
+            raise SandboxError(f"cannot write the trace: {e}", 2) from None
+    kernel = Kernel(config, platform)
+    kernel.tracer = tracer
     sys.setswitchinterval(0.001)
     try:
         try:

@@ -49,11 +49,17 @@ class OverlayFS(FileSystem):
     """An overlay over ``host`` (a host directory) or, with host None, a
     tmpfs. ``root_mode``: the mode of a tmpfs root."""
 
-    def __init__(self, host: str | None, writable: bool = True, root_mode: int = 0o755):
+    def __init__(self, host: str | None, writable: bool = True, root_mode: int = 0o755,
+                 size_limit: int | None = None):
         super().__init__()
         self.host = HostRoot(host) if host is not None else None
         self.writable = writable
         self.lock = threading.RLock()
+        # Bytes of file content held in memory, and the most allowed (as a
+        # tmpfs: half the host's memory by default); beyond it, ENOSPC.
+        self.used = 0
+        self.size_limit = size_limit if size_limit is not None else \
+            os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
         if self.host is not None:
             self.fs_type, self.magic = "overlay", OVERLAYFS_SUPER_MAGIC
             root = OvDir(self, b"", None)
@@ -67,7 +73,15 @@ class OverlayFS(FileSystem):
         if self.host is not None:
             v = self.host.statvfs()
             return (v.f_bsize, v.f_blocks, v.f_bfree, v.f_bavail, v.f_files, v.f_ffree)
-        return (BLKSIZE, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20)
+        blocks, free = self.size_limit // BLKSIZE, max(0, self.size_limit - self.used) // BLKSIZE
+        return (BLKSIZE, blocks, free, free, 1 << 20, 1 << 20)
+
+    def charge(self, delta: int) -> None:
+        """Account ``delta`` bytes of content (negative: freed); ENOSPC if
+        that would pass the limit. Caller holds lock."""
+        if delta > 0 and self.used + delta > self.size_limit:
+            raise err(errno.ENOSPC)
+        self.used += delta
 
     def check_writable(self) -> None:
         if not self.writable:
@@ -197,10 +211,21 @@ class OvFile(OvNode):
         """The content in memory, read from the host on first call."""
         with self.fs.lock:
             if self.data is None:
-                data = self.fs.host.read_all(self.lower)
+                size = self.stat().st_size
+                self.fs.charge(size)
+                try:
+                    data = self.fs.host.read_all(self.lower)
+                finally:
+                    self.fs.used -= size
+                self.fs.charge(len(data))
                 self.own_meta().set_size(len(data))
                 self.data = data
             return self.data
+
+    def __del__(self) -> None:
+        if self.data is not None:
+            with self.fs.lock:
+                self.fs.used -= len(self.data)
 
     def open(self, path, flags, ctx):
         if (flags & O_ACCMODE) != O_RDONLY or flags & O_TRUNC:
@@ -215,6 +240,7 @@ class OvFile(OvNode):
         self.fs.check_writable()
         data = self.copy_up()
         with self.fs.lock:
+            self.fs.charge(size - len(data))
             if size < len(data):
                 del data[size:]
             else:
@@ -227,6 +253,7 @@ class OvFile(OvNode):
         data = self.copy_up()
         with self.fs.lock:
             end = offset + len(buf)
+            self.fs.charge(max(0, end - len(data)))
             if offset > len(data):
                 data.extend(bytes(offset - len(data)))
             data[offset:end] = buf

@@ -274,6 +274,8 @@ class Kernel:
         deadline = time.monotonic() + 5
         while self.tasks and time.monotonic() < deadline:
             time.sleep(0.005)
+        if self.tracer is not None:
+            self.tracer.close()
         self.platform.close()
         self.memory.close()
 

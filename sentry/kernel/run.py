@@ -47,7 +47,11 @@ def run_task(task: Task) -> int:
             nr = regs.orig_rax
             entry = table[nr] if nr < len(table) else None
             if entry is None:
+                after = tracer.unknown(task, nr, (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)) \
+                    if tracer is not None else None
                 result = _unknown(task, nr)
+                if after is not None:
+                    after(result)
             else:
                 n = entry.nargs
                 args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)[:n] if n else ()

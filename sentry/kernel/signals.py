@@ -146,6 +146,8 @@ def deliver(task: Task, syscall_result: int | None) -> None:
             else:
                 regs.rax = (-errno.EINTR) & 0xFFFF_FFFF_FFFF_FFFF
             restart = False
+        if task.kernel.tracer is not None:
+            task.kernel.tracer.event(task, "signal", signo)
         _setup_frame(task, signo, info, action)
         return
     if restart:

@@ -21,6 +21,7 @@ registered, and nothing on the system-call fast path touches trio.
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from sentry.errors import SyscallError
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from sentry.kernel.task import Task
 
 ERESTARTSYS = 512  # Linux's internal errno: restart if SA_RESTART, else EINTR
+SHORT_SLEEP_NS = 1_000_000
 ERESTARTNOHAND = 514  # restart only if no handler runs, else EINTR (sleeps, pause)
 
 
@@ -157,7 +159,12 @@ def interrupt_wait(task: "Task") -> None:
 
 
 def sleep(task: "Task", ns: int) -> None:
-    """Sleep ``ns`` nanoseconds; ERESTARTNOHAND if a signal comes first."""
+    """Sleep ``ns`` nanoseconds; ERESTARTNOHAND if a signal comes first.
+    Sleeps shorter than the hop into the trio loop happen on the task's own
+    thread (a signal then waits for the end of that sleep)."""
+    if ns <= SHORT_SLEEP_NS:
+        time.sleep(max(ns, 0) / 1e9)
+        return
     try:
         wait_until(task, (), lambda: False, ns)
     except SyscallError as e:

@@ -133,6 +133,11 @@ class MemoryManager:
         with self.lock:
             return iter(list(self._vmas))
 
+    def vma_at(self, addr: int) -> VMA | None:
+        """The VMA containing ``addr``, or None."""
+        with self.lock:
+            return self._find(addr)
+
     def _find(self, addr: int) -> VMA | None:
         i = bisect.bisect_right(self._starts, addr) - 1
         if i >= 0 and addr < self._vmas[i].end:

@@ -1,8 +1,8 @@
 """futex(2): wait queues keyed by the futex word's identity.
 
-Private futexes (FUTEX_PRIVATE_FLAG) are keyed by (mm, address); shared
-ones by the MemoryFile offset of the word, so processes sharing memory
-meet on the same queue. Waiting goes through the kernel's trio loop
+Private futexes (FUTEX_PRIVATE_FLAG), and shared ones on private memory,
+are keyed by (mm, address); shared ones on shared memory by the word's
+MemoryFile offset, so processes sharing memory meet on the same queue. Waiting goes through the kernel's trio loop
 (sentry.kernel.wait) and is interrupted by signals.
 """
 from __future__ import annotations
@@ -47,14 +47,17 @@ _buckets: dict[Hashable, _Bucket] = {}
 
 
 def _key(t: Task, addr: int, private: bool) -> Hashable:
+    """As Linux keys futexes: (mm, address) for private futexes and for
+    shared ones on private memory; the MemoryFile offset on shared memory."""
     if addr & 3:
         raise SyscallError(errno.EINVAL)
-    if private:
-        return (id(t.mm), addr)
-    vma = t.mm._find(addr)
-    if vma is None:
-        raise SyscallError(errno.EFAULT)
-    return ("shared", vma.memfd_offset + (addr - vma.start))
+    if not private:
+        vma = t.mm.vma_at(addr)
+        if vma is None:
+            raise SyscallError(errno.EFAULT)
+        if vma.shared:
+            return ("shared", vma.memfd_offset + (addr - vma.start))
+    return (id(t.mm), addr)
 
 
 def _wake(key: Hashable, count: int, bitset: int = _BITSET_ALL) -> int:
@@ -72,8 +75,8 @@ def _wake(key: Hashable, count: int, bitset: int = _BITSET_ALL) -> int:
 
 
 def wake_address(t: Task, addr: int, count: int) -> int:
-    """Wake waiters on a private futex at ``addr`` (CLONE_CHILD_CLEARTID)."""
-    return _wake(_key(t, addr, True), count)
+    """Wake waiters on the futex at ``addr`` (CLONE_CHILD_CLEARTID)."""
+    return _wake(_key(t, addr, False), count)
 
 
 def _wait(t: Task, key: Hashable, addr: int, val: int, timeout: int, absolute: bool, realtime: bool,

@@ -161,6 +161,7 @@ def _read_argv(t: Task, addr: int) -> list[bytes]:
 
 def sys_execve(t: Task, path: int, argv: int, envp: int) -> int:
     filename = t.mm.read_cstring(path)
+    t.kernel.vfs.open_exec(t.fs, filename)  # ENOENT/EACCES before argv's EFAULT, as Linux
     args, env = _read_argv(t, argv), _read_argv(t, envp)
     try:
         t.kernel.exec_into(t, filename, args, env)
