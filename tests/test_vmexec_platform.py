@@ -248,14 +248,29 @@ def test_contexts_share_and_move_between_address_spaces(plat):
     assert ctx1.switch(space2, st1) == EventKind.SYSCALL
     ctx1.read_fpstate(st1)
     assert st1.fpstate[176:184] == struct.pack("<Q", 0x1122334455667788)
-    pid = space1.pid
     space1.release()
-    assert not os.path.exists(f"/proc/{pid}")
     with pytest.raises(PlatformError):
         ctx2.switch(space1, st2)
     tasks = len(os.listdir(f"/proc/{space2.pid}/task"))
     ctx1.release()
     assert len(os.listdir(f"/proc/{space2.pid}/task")) == tasks - 1
+
+
+def test_released_stub_is_recycled_clean(plat):
+    space1, ctx1, st1 = guest(plat, SYSCALL2)
+    assert ctx1.switch(space1, st1) == EventKind.SYSCALL
+    pid = space1.pid
+    space1.release()
+    plat._spawner.submit(lambda: None).result()  # the recycling is done (one worker, FIFO)
+    space2 = plat.new_address_space()
+    assert space2.pid == pid  # the same process...
+    assert sorted(os.listdir(f"/proc/{pid}/task")) == sorted([str(pid), str(space2.stub()._spare.c.tid)])
+    ctx2, st2 = plat.new_context(), plat.new_arch_state()
+    st2.regs.rip, st2.regs.rsp = CODE, STACK_TOP
+    assert ctx2.switch(space2, st2) == EventKind.SIGNAL  # ...without the old mappings
+    assert (ctx2.signal_info.signo, ctx2.signal_info.addr) == (11, CODE)
+    with pytest.raises(PlatformError):
+        ctx1.switch(space1, st1)
 
 
 def test_process_vm_exec_contract(plat):

@@ -8,8 +8,10 @@ so nothing here probes for one):
 1. Each AddressSpace gets a stub process (``stubs.StubProcess``,
    ``stub/stub-vmexec.c``) on first use: fresh namespaces,
    PR_SET_PDEATHSIG, the MemoryFile as its only fd, a control thread that
-   maps MemoryFile ranges on command. One is kept ready in reserve. Each
-   Context gets a stub thread per address space it runs in.
+   maps MemoryFile ranges on command. Some are kept ready in reserve, and
+   the stubs of released address spaces are recycled (every thread gone,
+   every mapping gone) for the next. Each Context gets a stub thread per
+   address space it runs in.
 2. A guest system call hits SECCOMP_RET_TRAP (only the stub's own code may
    make calls, and only futex/rt_sigreturn/exit/sched_yield from a stub
    thread); faults
@@ -32,6 +34,7 @@ from __future__ import annotations
 import mmap
 import os
 import threading
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import stub
@@ -43,8 +46,10 @@ from platforms.vmexec.stubs import StubProcess, VmexecAddressSpace
 
 __all__ = ["VmexecPlatform", "process_vm_exec"]
 
-# Bound of one spin wait, in `pause` iterations (about 40 ns each here).
+# Bound of one spin wait, in `pause` iterations (about 25 ns each here).
 SPIN_ITERS = 20000
+# Fresh stubs kept ready, and recycled ones kept for reuse (idle processes).
+RESERVE, POOL_SIZE = 2, 4
 _AT_HWCAP2, _HWCAP2_FSGSBASE = 26, 2
 
 
@@ -89,47 +94,72 @@ class VmexecPlatform(Platform):
         self._global.ncpu = len(os.sched_getaffinity(0))
         self._global.spin_iters = SPIN_ITERS
         # Spawns stubs: PR_SET_PDEATHSIG fires when the forking *thread* ends,
-        # so it must be one that lives as long as the platform. It keeps one
-        # stub ready in reserve (fork and execve then wait for nothing).
+        # so it must be one that lives as long as the platform. It keeps
+        # RESERVE stubs ready (fork and execve then wait for nothing), and
+        # recycles the stubs of released address spaces into a small pool.
         self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vmexec-spawner")
         self._lock = threading.Lock()
-        self._stubs: list[StubProcess] = []  # guarded by _lock
-        self._reserve: Future[StubProcess] | None = self._spawner.submit(self._spawn)  # guarded by _lock
+        # Guarded by _lock: every stub we own (for close), the recycled ones
+        # ready for reuse, the next fresh one; _reserve is None once closed.
+        self._stubs: list[StubProcess] = []
+        self._pool: list[StubProcess] = []
+        self._reserve: deque[Future[StubProcess]] | None = deque(
+            self._spawner.submit(self._spawn) for _ in range(RESERVE))
 
     def _spawn(self) -> StubProcess:
         """Runs on the spawner thread."""
-        return StubProcess(self._stub_path, self.memory.fd, self._global_fd, self._global)
-
-    def new_address_space(self) -> AddressSpace:
-        return VmexecAddressSpace(self._take_stub)
-
-    def _take_stub(self) -> StubProcess:
-        """The reserve stub (spawning the next one in the background)."""
-        with self._lock:
-            if self._reserve is None:
-                raise PlatformError("vmexec: platform used after close")
-            reserve, self._reserve = self._reserve, self._spawner.submit(self._spawn)
-        proc = reserve.result()
+        proc = StubProcess(self._stub_path, self.memory.fd, self._global_fd, self._global)
         with self._lock:
             self._stubs = [s for s in self._stubs if not s.released]
             self._stubs.append(proc)
         return proc
+
+    def new_address_space(self) -> AddressSpace:
+        return VmexecAddressSpace(self._take_stub, self._give_back)
+
+    def _take_stub(self) -> StubProcess:
+        """A recycled stub, else the reserve (spawning the next one)."""
+        with self._lock:
+            if self._reserve is None:
+                raise PlatformError("vmexec: platform used after close")
+            if self._pool:
+                return self._pool.pop()
+            reserve = self._reserve.popleft()
+            self._reserve.append(self._spawner.submit(self._spawn))
+        return reserve.result()
+
+    def _give_back(self, proc: StubProcess) -> None:
+        """A released address space's stub: recycled in the background."""
+        self._spawner.submit(self._recycle, proc)
+
+    def _recycle(self, proc: StubProcess) -> None:
+        try:
+            ok = proc.recycle(self.min_user_address, self.max_user_address)
+        except PlatformError:
+            ok = False
+        with self._lock:
+            keep = ok and self._reserve is not None and len(self._pool) < POOL_SIZE
+            if keep:
+                self._pool.append(proc)
+        if not keep:
+            proc.release()
 
     def new_context(self) -> Context:
         return VmexecContext()
 
     def close(self) -> None:
         with self._lock:
-            reserve, self._reserve = self._reserve, None
-            stubs, self._stubs = self._stubs, []
-        if reserve is not None:
+            reserve, self._reserve = self._reserve or (), None
+        for future in reserve:
             try:
-                stubs.append(reserve.result())
+                future.result()  # it is in _stubs now
             except PlatformError:
                 pass  # it never started; nothing to release
+        self._spawner.shutdown(wait=True)  # pending recycles release theirs
+        with self._lock:
+            stubs, self._stubs, self._pool = self._stubs, [], []
         for proc in stubs:
             proc.release()
-        self._spawner.shutdown(wait=True)
         if self._global_fd >= 0:
             os.close(self._global_fd)
             self._global_fd = -1

@@ -25,6 +25,7 @@ import errno
 import mmap
 import os
 import threading
+import time
 from stub._native import ffi, lib
 
 from typing import Callable
@@ -86,6 +87,7 @@ class StubProcess:
         self._free_slots = list(range(lib.VMEXEC_MAX_THREADS - 1, -1, -1))
         self._threads: dict[int, StubThread] = {}
         self._tids = {self.pid}  # host tids of the stub's live threads
+        self._gone: set[int] = set()  # tids of threads told to exit
         self.released = False
         # Wait until the control thread serves commands (confined by then):
         # an empty mprotect of its own code is a no-op that must succeed.
@@ -161,7 +163,8 @@ class StubProcess:
             tids = {int(t) for t in os.listdir(f"/proc/{self.pid}/task")}
         except OSError as e:
             raise PlatformError(f"vmexec stub {self.pid}: {e}") from None
-        new = tids - self._tids
+        self._gone &= tids  # exited threads linger in /proc for a moment
+        new = tids - self._tids - self._gone
         if len(new) != 1:
             raise PlatformError(f"vmexec stub {self.pid}: cannot identify its new thread ({sorted(new)})")
         tid = new.pop()
@@ -175,15 +178,54 @@ class StubProcess:
                 return
             thread.alive = False
             del self._threads[thread.slot]
-            if lib.sentry_vmexec_exit_thread(thread.c) < 0:
-                return  # not stopped or not dying: leave the slot allocated
-            self._tids.discard(thread.c.tid)
-            self._mbox.madvise(mmap.MADV_REMOVE, lib.VMEXEC_SLOTS_OFF + thread.slot * _SLOT, _SLOT)
-            self._free_slots.append(thread.slot)
+            self._exit_thread(thread)
 
-    def threads(self) -> list[StubThread]:
+    def _exit_thread(self, thread: StubThread) -> bool:
+        """Tell a stopped stub thread to exit and free its slot; False if it
+        was not stopped (busy, or its slot was forged). Caller holds lock."""
+        if lib.sentry_vmexec_exit_thread(thread.c) < 0:
+            return False  # leave the slot allocated
+        self._tids.discard(thread.c.tid)
+        self._gone.add(thread.c.tid)
+        self._mbox.madvise(mmap.MADV_REMOVE, lib.VMEXEC_SLOTS_OFF + thread.slot * _SLOT, _SLOT)
+        self._free_slots.append(thread.slot)
+        return True
+
+    def retire(self) -> None:
+        """Its address space is gone: no Context may switch into its
+        threads any more (recycle or release it next)."""
         with self.lock:
-            return list(self._threads.values())
+            for thread in self._threads.values():
+                thread.alive = False
+
+    def recycle(self, lo: int, hi: int) -> bool:
+        """Make this stub as good as new for another address space: every
+        stub thread exits (the spare too: guest code could have written to
+        its slot), every mapping in [lo, hi) goes, a new spare is cloned.
+        Sound because guest code runs only in stub threads, which only the
+        control thread creates: once /proc shows the control thread alone,
+        nothing the guest left can act. False if that cannot be established
+        (a thread is busy or will not die): then release() it instead."""
+        with self.lock:
+            if self.released:
+                return False
+            threads, self._threads, self._spare = list(self._threads.values()), {}, None
+            for thread in threads:
+                thread.alive = False
+            if not all([self._exit_thread(t) for t in threads]):
+                return False
+            for _ in range(200):
+                tids = {int(t) for t in os.listdir(f"/proc/{self.pid}/task")}
+                if tids == {self.pid}:
+                    break
+                time.sleep(0.0005)
+            else:
+                return False
+            self._gone.clear()
+            if self._command(_NR_MUNMAP, lo, hi - lo) != 0:
+                return False
+            self._spare = self._clone_thread()
+            return True
 
     def release(self) -> None:
         with self.lock:
@@ -205,8 +247,9 @@ class StubProcess:
 
 
 class VmexecAddressSpace(AddressSpace):
-    def __init__(self, take_stub: Callable[[], StubProcess]):
+    def __init__(self, take_stub: Callable[[], StubProcess], give_back: Callable[[StubProcess], None]):
         self._take_stub = take_stub
+        self._give_back = give_back
         self.lock = threading.Lock()
         self._stub: StubProcess | None = None  # guarded by lock; set once
         self.released = False
@@ -239,4 +282,5 @@ class VmexecAddressSpace(AddressSpace):
             self.released = True
             s, self._stub = self._stub, None
         if s is not None:
-            s.release()
+            s.retire()
+            self._give_back(s)

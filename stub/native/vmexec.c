@@ -242,7 +242,12 @@ static void write_fp(struct sentry_vmexec_thread *t, const uint8_t *src, int len
     }
 }
 
-int sentry_vmexec_fpstate(struct sentry_vmexec_thread *t, uint8_t *buf, int len, int set) {
+/* Each operation on a thread holds t->in_use: a stub being recycled (its
+ * threads told to exit) must never race with a switch into one of them. */
+static int claim(struct sentry_vmexec_thread *t) { return !__atomic_exchange_n(&t->in_use, 1, __ATOMIC_ACQUIRE); }
+static void unclaim(struct sentry_vmexec_thread *t) { __atomic_store_n(&t->in_use, 0, __ATOMIC_RELEASE); }
+
+static int fpstate(struct sentry_vmexec_thread *t, uint8_t *buf, int len, int set) {
     if (!t->uc) return -EBADFD; /* not stopped in an event */
     if (set) {
         write_fp(t, buf, len);
@@ -255,10 +260,16 @@ int sentry_vmexec_fpstate(struct sentry_vmexec_thread *t, uint8_t *buf, int len,
 
 static int canonical(uint64_t a) { return (uint64_t)((int64_t)(a << 16) >> 16) == a; }
 
-long sentry_process_vm_exec(struct sentry_vmexec_caller *self, struct sentry_vmexec_thread *t,
-                            struct vmexec_context *ctx, unsigned long flags, struct vmexec_siginfo *info) {
+int sentry_vmexec_fpstate(struct sentry_vmexec_thread *t, uint8_t *buf, int len, int set) {
+    if (!claim(t)) return -EBUSY;
+    int r = fpstate(t, buf, len, set);
+    unclaim(t);
+    return r;
+}
+
+static long vm_exec(struct sentry_vmexec_caller *self, struct sentry_vmexec_thread *t, struct vmexec_context *ctx,
+                    unsigned long flags, struct vmexec_siginfo *info) {
     struct vmexec_msg *m = t->msg;
-    info->signo = 0;
     if (!t->uc) return -EBADFD;
     if (!canonical(ctx->fs_base) || !canonical(ctx->gs_base)) return -EINVAL;
     self->pid = t->pid;
@@ -296,6 +307,15 @@ long sentry_process_vm_exec(struct sentry_vmexec_caller *self, struct sentry_vme
         return -EINTR;
     }
     return 0;
+}
+
+long sentry_process_vm_exec(struct sentry_vmexec_caller *self, struct sentry_vmexec_thread *t,
+                            struct vmexec_context *ctx, unsigned long flags, struct vmexec_siginfo *info) {
+    info->signo = 0;
+    if (!claim(t)) return -EBUSY;
+    long r = vm_exec(self, t, ctx, flags, info);
+    unclaim(t);
+    return r;
 }
 
 void sentry_vmexec_interrupt(struct sentry_vmexec_caller *self) {
@@ -351,7 +371,8 @@ int sentry_vmexec_switch(struct sentry_vmexec_caller *self, struct sentry_vmexec
 
 int sentry_vmexec_exit_thread(struct sentry_vmexec_thread *t) {
     struct vmexec_msg *m = t->msg;
-    if (!t->uc) return -EBUSY; /* only a stopped thread can be told to exit */
+    if (!claim(t)) return -EBUSY;
+    if (!t->uc) return -EBUSY; /* only a stopped thread can be told to exit; stays claimed */
     t->uc = NULL;
     m->cmd = VMEXEC_CMD_EXIT;
     __atomic_store_n(&m->state, VMEXEC_RUN, __ATOMIC_SEQ_CST);

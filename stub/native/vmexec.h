@@ -204,6 +204,7 @@ struct sentry_vmexec_thread {
     int pid, tid, pidfd;           /* host ids of the stub process and thread */
     int xsave_size;                /* the Sentry's XSAVE area size */
     uint32_t spin;                 /* the Sentry side's adaptive spin budget */
+    int in_use;                    /* an operation on it is in progress (claim()) */
     /* The validated frame of the last event (Sentry addresses), or NULL. */
     struct vmexec_ucontext *uc;
     struct vmexec_siginfo *info;
