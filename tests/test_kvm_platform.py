@@ -441,3 +441,23 @@ def test_threads_run_while_another_thread_edits_the_page_tables(platform, memory
         t.join()
     assert not errors, errors
     assert struct.unpack("<Q", memory.read(guest.aspace.lookup(DATA) & 0x000FFFFFFFFFF000, 8))[0] == 400
+
+
+def test_avx_state_survives_and_round_trips(platform, memory, guest):
+    """The guest's cpuid is the host's (ring 3 runs natively): if it offers
+    AVX the upper YMM halves must survive switches and appear in XSAVE."""
+    guest.page(DATA, bytes(range(32)), R)
+    guest.load(f"mov $1, %eax\n xor %ecx, %ecx\n cpuid\n mov %rcx, %r13\n mov $39, %eax\n syscall\n"
+               f" vmovdqu {DATA}, %ymm1\n mov $39, %eax\n syscall\n"
+               f" vmovdqu %ymm1, %ymm2\n vextracti128 $1, %ymm2, %xmm3\n movq %xmm3, %r12\n mov $39, %eax\n syscall\n ud2")
+    guest.run()
+    if not (guest.state.regs.r13 >> 28) & 1:
+        pytest.skip("no AVX on this CPU")
+    guest.run()
+    other = Guest(platform, memory)
+    other.load("vpcmpeqd %ymm1, %ymm1, %ymm1\n mov $39, %eax\n syscall\n ud2")
+    other.run()
+    guest.ctx.read_fpstate(guest.state)
+    assert guest.state.fpstate[576 + 16:576 + 32] == bytes(range(16, 32))  # YMM1 upper half, standard format
+    guest.run()
+    assert guest.state.regs.r12 == struct.unpack("<Q", bytes(range(16, 24)))[0]

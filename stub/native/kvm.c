@@ -485,7 +485,7 @@ struct sentry_kvm_vm *sentry_kvm_vm_new(unsigned long memfile_base, unsigned lon
     gdt[1] = 0x00cf9b000000ffffull; /* 0x08 kernel cs32 */
     gdt[2] = 0x00af9b000000ffffull; /* 0x10 kernel cs64 */
     gdt[3] = 0x00cf93000000ffffull; /* 0x18 kernel ds */
-    gdt[4] = 0x00cffb000000ffffull; /* 0x23 user cs32 */
+    /* 0x23 (user cs32) stays empty: no compat mode, a far jump there is #GP */
     gdt[5] = 0x00cff3000000ffffull; /* 0x2b user ds */
     gdt[6] = 0x00affb000000ffffull; /* 0x33 user cs64 */
     uint64_t tss0 = KVM_KBASE + OFF_VCPUS;  /* TR is loaded per vCPU; this is only a valid descriptor */
