@@ -274,6 +274,9 @@ class Kernel:
         deadline = time.monotonic() + 5
         while self.tasks and time.monotonic() < deadline:
             time.sleep(0.005)
+        m = self.memory
+        self.debug(f"memory peak {m.peak / 2**20:.1f} MiB, {m.allocated / 2**20:.1f} MiB at exit; "
+                   f"page cache {self.cache.hits} hits, {self.cache.misses} misses")
         if self.tracer is not None:
             self.tracer.close()
         self.platform.close()

@@ -1,0 +1,135 @@
+"""Processes, threads and signals (issue 3): shells, Python's subprocess,
+threading and multiprocessing, and C programs, each printing in the
+sandbox what it prints natively, on every available platform."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import native
+
+SHELL_SCRIPT = r"""
+trap 'echo got USR1' USR1
+echo start
+sleep 5 & pid=$!
+kill $pid
+wait $pid; echo "sleep status $?"
+x=$(echo sub | tr a-z A-Z); echo "subst $x"
+(echo one; echo two; echo three) | sort -r | head -2
+( exit 7 ); echo "subshell $?"
+for i in 1 2 3; do (echo "job $i" > /dev/null) & done; wait; echo "jobs done"
+kill -USR1 $$
+echo end
+"""
+
+
+@pytest.mark.parametrize("shell", ["/bin/bash", "busybox"])
+def test_shell_script(sentry, shell):
+    argv = [shutil.which("busybox"), "sh"] if shell == "busybox" else [shell]
+    if argv[0] is None:
+        pytest.skip("busybox-static is not installed")
+    want = native(*argv, "-c", SHELL_SCRIPT)
+    got = sentry.run(*argv, "-c", SHELL_SCRIPT)
+    assert got.stdout == want.stdout, got.stderr
+    assert got.returncode == want.returncode == 0
+
+
+PYTHON_PROCESSES = r"""
+import subprocess, threading, multiprocessing as mp
+out = subprocess.run(["/bin/ls", "/usr"], capture_output=True, text=True).stdout
+print("ls:", out.split()[:4])
+n = 0
+lock = threading.Lock()
+def work():
+    global n
+    for _ in range(2000):
+        with lock:
+            n += 1
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("counter", n)
+mp.set_start_method("fork")
+with mp.Pool(4) as pool:
+    print("pool", sum(pool.map(abs, range(-500, 500))))
+"""
+
+
+def test_python_subprocess_threads_and_pool(sentry):
+    want = native("/usr/bin/python3.11", "-c", PYTHON_PROCESSES)
+    got = sentry.run("/usr/bin/python3.11", "-c", PYTHON_PROCESSES, timeout=180)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == want.stdout
+
+
+@pytest.mark.parametrize("name", ["forkcow", "threads", "signals"])
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_c_processes(sentry, cprog, name, mode):
+    prog = cprog(name, mode)
+    want = native(prog)
+    assert want.returncode == 0
+    got = sentry.run(prog)
+    assert got.stdout == want.stdout, got.stderr
+    assert got.returncode == 0
+
+
+def test_fork_copies_nothing_until_written(sentry, cprog):
+    got = sentry.run(cprog("forkcow"), options=("--debug",))
+    assert got.returncode == 0
+    peak = [line for line in got.stderr.decode().splitlines() if "memory peak" in line]
+    assert peak, got.stderr
+    mib = float(peak[0].split("memory peak")[1].split()[0])
+    # 100 MiB touched by the parent; four forks that write a page each.
+    assert 100 <= mib < 140, peak
+
+
+def test_timeout_ends_the_sandbox(sentry):
+    got = sentry.run("/bin/sleep", "30", options=("--timeout", "1"))
+    assert got.returncode == 124
+
+
+def test_sigint_reaches_the_guest(sentry):
+    cmd = [sys.executable, "-m", "sentry", "run", "--platform", sentry.platform, "--", "/bin/bash", "-c",
+           'trap "echo INT; exit 9" INT; echo ready; sleep 20; echo no']
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"ready\n"
+    time.sleep(0.3)  # let bash start sleep(1) and wait for it
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out) == (9, b"INT\n"), err
+
+
+def _stubs() -> set[int]:
+    """Stub processes of any sandbox (their comm is the stub program's name)."""
+    pids = set()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/comm", "rb") as f:
+                    if f.read().startswith(b"stub-"):
+                        pids.add(int(pid))
+            except OSError:
+                pass
+    return pids
+
+
+def test_no_stub_outlives_a_killed_sentry(sentry):
+    before = _stubs()
+    cmd = [sys.executable, "-m", "sentry", "run", "--platform", sentry.platform, "--", "/bin/bash", "-c",
+           "sleep 30 & sleep 30 & echo ready; wait"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"ready\n"
+    if sentry.platform != "kvm":  # kvm runs guests on vCPUs of the Sentry itself
+        assert _stubs() - before, "the guest runs in stubs"
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while _stubs() - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _stubs() - before
