@@ -16,9 +16,18 @@ Page tables and kvm_pvm's shadow MMU: a present entry is only ever changed
 by a store the guest's ring0 stub makes (KVM page-tracks it), run on a
 maintenance vCPU owned by the calling thread; see stub/native/kvm.h.
 
-Lock order: the VM's page-table lock (C) is the only lock; Python adds
-none. A Context is driven by one OS thread; ``interrupt`` (any thread)
-sets immediate_exit and signals that thread (SIGRTMIN+6, SA_RESTART).
+Lock order: KvmPlatform._life (Python RLock: close() against everything
+but switch) > the VM's page-table lock (C). A Context is driven by one OS
+thread; ``interrupt`` (any thread) sets immediate_exit and signals that
+thread (SIGRTMIN+6, SA_RESTART).
+
+Host differences: only kvm_pvm is tested (this host). On VMX/SVM the same
+stub and page tables work; there the guest TLB, not a shadow MMU, caches
+translations, so a vCPU reloads CR3 before re-entering an address space
+whose tables changed (R0_FLUSH_IRETQ), but vCPUs running *during* an unmap
+are not yet shot down (under kvm_pvm KVM's own remote flush covers them).
+The guest's CPUID is the host's (ring 3 runs natively under kvm_pvm), so
+guests use AVX; its state lives in the vCPU and round-trips via XSAVE.
 """
 from platforms.kvm.platform import KvmAddressSpace, KvmContext, KvmPlatform
 
