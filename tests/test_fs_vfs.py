@@ -6,6 +6,7 @@ the host tree is byte-for-byte what it was (``host_tree`` fixture).
 from __future__ import annotations
 
 import errno
+import gc
 import hashlib
 import os
 import stat
@@ -360,3 +361,19 @@ def test_volumes(vfs, fs, tmp_path_factory):
         vfs.mount_volume(str(vol / "data"), "/x")
     with pytest.raises(ValueError):
         vfs.mount_volume(str(vol), "relative")
+
+
+def test_memory_budget(vfs, fs):
+    vfs.rootfs.size_limit = vfs.rootfs.used + 1000
+    f = vfs.open(fs, None, b"/big", O_CREAT | O_RDWR, 0o644)
+    assert f.pwrite(b"x" * 900, 0) == 900
+    assert errno_of(f.pwrite, b"y", 1 << 60) == errno.ENOSPC  # a far offset is not a sparse file here
+    assert errno_of(f.truncate, 2000) == errno.ENOSPC
+    assert errno_of(f.pwrite, b"z" * 200, 900) == errno.ENOSPC
+    f.truncate(100)
+    assert f.pwrite(b"z" * 800, 100) == 800
+    f.decref()
+    vfs.unlink(fs, None, b"/big")
+    del f
+    gc.collect()  # pytest.raises keeps tracebacks (and the file) in a cycle
+    assert vfs.rootfs.used == vfs.rootfs.size_limit - 1000  # freed with the last reference
