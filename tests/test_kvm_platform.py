@@ -461,3 +461,16 @@ def test_avx_state_survives_and_round_trips(platform, memory, guest):
     assert guest.state.fpstate[576 + 16:576 + 32] == bytes(range(16, 32))  # YMM1 upper half, standard format
     guest.run()
     assert guest.state.regs.r12 == struct.unpack("<Q", bytes(range(16, 24)))[0]
+
+
+def test_unmapping_a_whole_gib_takes_effect(guest):
+    gib = 1 << 30
+    guest.page(gib, b"G", R)
+    guest.page(2 * gib, b"H", R)
+    guest.load(f"mov {gib}, %rbx\n mov {2 * gib}, %rdx\n mov $39, %eax\n syscall\n mov {gib}, %rbx\n ud2")
+    guest.run()
+    assert (guest.state.regs.rbx, guest.state.regs.rdx) == (ord("G"), ord("H"))
+    guest.aspace.unmap(gib, gib)
+    assert not guest.aspace.lookup(gib) and guest.aspace.lookup(2 * gib)
+    guest.run(EventKind.SIGNAL)
+    assert guest.ctx.signal_info.addr == gib

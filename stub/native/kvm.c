@@ -349,6 +349,15 @@ static int set_chunk(struct edit *e, uint64_t *pde, uint64_t va, uint64_t cend, 
     return 0;
 }
 
+/* Unlink the page directory under *e3 and retire it with its tables. */
+static int drop_pd(struct edit *e, uint64_t *e3) {
+    uint64_t *pd = host_of(e->vm, *e3 & PTE_ADDR);
+    for (int i = 0; i < 512; i++)
+        if ((pd[i] & PTE_P) && !(pd[i] & PTE_PS) && push(&e->vm->pending, pd[i] & PTE_ADDR)) return oom(e);
+    if (push(&e->vm->pending, *e3 & PTE_ADDR)) return oom(e);
+    return tracked(e, e3, 0);
+}
+
 static uint64_t leaf_flags(int prot) {
     uint64_t f = PTE_P | PTE_US | PTE_A;
     if (prot & 2) f |= PTE_RW | PTE_D;
@@ -378,6 +387,11 @@ int sentry_kvm_as_set(struct sentry_kvm_vm *vm, struct sentry_kvm_as *as, struct
         uint64_t *e3 = &pdpt[(va >> 30) & 511];
         if (!(pd = child(&e, e3, gpa != NO_GPA, &rc))) {
             va = (va | ((1ul << 30) - 1)) + 1;
+            continue;
+        }
+        if (gpa == NO_GPA && !(va & ((1ul << 30) - 1)) && end - va >= (1ul << 30)) {
+            rc = drop_pd(&e, e3); /* a whole GiB: one tracked store */
+            va += 1ul << 30;
             continue;
         }
         uint64_t cend = (va | (HUGE - 1)) + 1;
