@@ -8,7 +8,9 @@ within a run, quote medians):
    ../shared/floors into a temp dir);
 2. the same loop as a guest program under ``sentry run`` on vmexec and
    ptrace, and under ``runsc --platform=ptrace do``;
-3. start-up wall time of busybox and python3 workloads on vmexec and ptrace.
+3. start-up wall time of busybox and python3 workloads on vmexec and ptrace;
+4. what an idle sandbox burns: a guest ``sleep``, the CPU time of the
+   Sentry and its stubs over 2 s once it started, as a share of one core.
 
     python3 bench/bench_vmexec_getppid.py [--quick] [--floors DIR]
 """
@@ -105,6 +107,33 @@ def wall_ms(cmd: list[str], reps: int) -> float:
     return statistics.median(times)
 
 
+def idle_share(sentry: list[str], platform: str) -> float:
+    """Share of one core that the Sentry and its stubs use while the guest
+    sleeps (sampled from /proc over 2 s, after a second for start-up)."""
+    proc = subprocess.Popen([*sentry, "--platform", platform, "--", "/bin/sleep", "4"], stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        pids = [proc.pid]
+        for tid in os.listdir(f"/proc/{proc.pid}/task"):
+            with open(f"/proc/{proc.pid}/task/{tid}/children") as f:
+                pids += [int(c) for c in f.read().split()]
+        before = sum(_ticks(p) for p in pids)
+        time.sleep(2.0)
+        used = (sum(_ticks(p) for p in pids) - before) / os.sysconf("SC_CLK_TCK")
+    finally:
+        proc.wait()
+    return used / 2.0
+
+
+def _ticks(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime, stime
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -151,6 +180,10 @@ def main() -> None:
         ms = {pl: wall_ms([*sentry, "--platform", pl, "--", *argv], reps) for pl in ("vmexec", "ptrace")}
         print(f"   {label:30} vmexec {ms['vmexec']:7.0f}   ptrace {ms['ptrace']:7.0f}   "
               f"ratio {ms['vmexec'] / ms['ptrace']:4.2f}")
+
+    print("\n4. idle: a guest `sleep 4`, Sentry + stubs CPU over 2 s after start-up")
+    for pl in ("vmexec", "ptrace"):
+        print(f"   {pl:8} {idle_share(sentry, pl) * 100:5.1f}% of a core")
 
 
 if __name__ == "__main__":

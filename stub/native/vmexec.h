@@ -125,9 +125,10 @@ static inline void vmexec_relax(uint32_t i) {
 
 /* Spin while *w == v, within *budget, and only while a CPU is free (see
  * vmexec_global); returns *w. The budget adapts: a spin that ends in time
- * leaves room for four times as long; one that runs out while the partner
- * was awake halves it, down to VMEXEC_SPIN_MIN (under load from other
- * processes spinning only steals CPU time). A partner that had to be woken
+ * sets it to four times that wait (plus VMEXEC_SPIN_MIN), so it follows the
+ * rhythm of the workload; one that runs out while the partner was awake
+ * halves it, down to VMEXEC_SPIN_MIN (under load from other processes
+ * spinning only steals CPU time). A partner that had to be woken
  * from its futex first does not count: on this kind of host (a VM) waking
  * an idle CPU takes tens of microseconds, and counting it would push both
  * sides into sleeping for good. Shared by both sides. */
@@ -142,7 +143,7 @@ static inline uint32_t vmexec_spin(struct vmexec_global *g, struct vmexec_msg *m
         for (; n < b && (s = __atomic_load_n(w, __ATOMIC_ACQUIRE)) == v; n++) vmexec_relax(n);
         vmexec_spin_end(g, m);
         if (s != v)
-            b = 4 * n > b ? 4 * n : b;
+            b = 4 * n + VMEXEC_SPIN_MIN;
         else if (partner_was_awake)
             b /= 2;
     }
