@@ -467,7 +467,8 @@ def test_unmapping_a_whole_gib_takes_effect(guest):
     gib = 1 << 30
     guest.page(gib, b"G", R)
     guest.page(2 * gib, b"H", R)
-    guest.load(f"mov {gib}, %rbx\n mov {2 * gib}, %rdx\n mov $39, %eax\n syscall\n mov {gib}, %rbx\n ud2")
+    guest.load(f"mov {gib}, %rbx\n mov ${2 * gib}, %rsi\n mov (%rsi), %rdx\n mov $39, %eax\n syscall\n"
+               f" mov {gib}, %rbx\n ud2")
     guest.run()
     assert (guest.state.regs.rbx, guest.state.regs.rdx) == (ord("G"), ord("H"))
     guest.aspace.unmap(gib, gib)
