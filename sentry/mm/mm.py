@@ -287,14 +287,7 @@ class MemoryManager:
                     piece.cow = False
                     self._insert(piece)
                 else:
-                    n = piece.end - piece.start
-                    try:
-                        offset = self.memory.allocate(n)
-                    except OutOfMemory:
-                        raise SyscallError(errno.ENOMEM) from None
-                    self.memory.copy(offset, piece.memfd_offset, n)
-                    piece = VMA(piece.start, piece.end, piece.prot, False, Backing(offset, n), 0,
-                                piece.file, piece.file_offset, piece.name, False)
+                    piece = self._copied(piece)
                     self._insert(piece)
                 if self.space is not None:  # else activate() maps it
                     self.space.map_file(piece.start, piece.memfd_offset, piece.end - piece.start, piece.host_prot)
@@ -348,18 +341,23 @@ class MemoryManager:
                 self._insert(v)
                 self.space.map_file(v.start, v.memfd_offset, v.end - v.start, v.host_prot)
 
-    def _private_copy(self, v: VMA) -> VMA:
-        """Copy-on-write: give ``v`` its own copy of a page-cache range."""
+    def _copied(self, v: VMA) -> VMA:
+        """``v`` over a private copy of its pages (copy-on-write), not yet
+        inserted. ENOMEM if the MemoryFile is full."""
         length = v.end - v.start
         try:
             offset = self.memory.allocate(length)
         except OutOfMemory:
             raise SyscallError(errno.ENOMEM) from None
         self.memory.copy(offset, v.memfd_offset, length)
-        old = v.backing
-        if old.refs == 0:
-            self.cache.unused(old)
         return VMA(v.start, v.end, v.prot, v.shared, Backing(offset, length), 0, v.file, v.file_offset, v.name)
+
+    def _private_copy(self, v: VMA) -> VMA:
+        """Copy-on-write of a page-cache range about to become writable."""
+        copy = self._copied(v)
+        if v.backing.refs == 0:
+            self.cache.unused(v.backing)
+        return copy
 
     def mremap(self, old: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
         if old & (PAGE - 1) or new_len <= 0 or flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP):

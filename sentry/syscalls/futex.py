@@ -8,13 +8,13 @@ MemoryFile offset, so processes sharing memory meet on the same queue. Waiting g
 from __future__ import annotations
 
 import errno
-import struct
 import threading
 from typing import Hashable
 
 from sentry.errors import SyscallError
 from sentry.kernel.task import Task
 from sentry.kernel.wait import WaitQueue, wait_until
+from sentry.syscalls.time import read_timespec_ns
 from sentry.syscalls.spec import Enum, Hex, Int, Ptr, entries, partial
 
 FUTEX_WAIT, FUTEX_WAKE, FUTEX_REQUEUE, FUTEX_CMP_REQUEUE, FUTEX_WAKE_OP = 0, 1, 3, 4, 5
@@ -85,10 +85,7 @@ def _wait(t: Task, key: Hashable, addr: int, val: int, timeout: int, absolute: b
         raise SyscallError(errno.EINVAL)
     timeout_ns = None
     if timeout:
-        sec, nsec = struct.unpack("<qq", t.mm.copy_in(timeout, 16))
-        if sec < 0 or not 0 <= nsec < 1_000_000_000:
-            raise SyscallError(errno.EINVAL)
-        timeout_ns = sec * 1_000_000_000 + nsec
+        timeout_ns = read_timespec_ns(t, timeout)
         if absolute:
             import time
 

@@ -14,6 +14,7 @@ from sentry.errors import SyscallError
 from sentry.fs.file import POLLERR, POLLHUP, POLLIN, POLLOUT
 from sentry.kernel.task import Task
 from sentry.kernel.wait import WaitQueue, wait_until
+from sentry.syscalls.time import read_timespec_ns
 from sentry.syscalls.spec import Int, Ptr, Size, Struct, entries, s32, supported
 
 POLLNVAL, POLLPRI, POLLRDNORM, POLLWRNORM = 0x20, 0x2, 0x40, 0x100
@@ -69,12 +70,7 @@ def _block(t: Task, fds: list[int], scan, timeout_ns: int | None):
 
 
 def _read_timespec_ns(t: Task, addr: int) -> int | None:
-    if not addr:
-        return None
-    sec, nsec = struct.unpack("<qq", t.mm.copy_in(addr, 16))
-    if sec < 0 or not 0 <= nsec < 1_000_000_000:
-        raise SyscallError(errno.EINVAL)
-    return sec * 1_000_000_000 + nsec
+    return read_timespec_ns(t, addr) if addr else None
 
 
 def _poll(t: Task, addr: int, nfds: int, timeout_ns: int | None) -> int:

@@ -11,6 +11,7 @@ from sentry.errors import SyscallError
 from sentry.kernel import signals as sig
 from sentry.kernel.task import SigAction, Task, ThreadGroup
 from sentry.kernel.wait import ERESTARTNOHAND, wait_until
+from sentry.syscalls.time import read_timespec_ns
 from sentry.syscalls.spec import Enum, Int, Ptr, Signal, Size, Struct, entries, partial, s32, supported
 
 SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK = 0, 1, 2
@@ -189,12 +190,7 @@ def sys_rt_sigtimedwait(t: Task, set_addr: int, info_addr: int, timeout_addr: in
     if sigsetsize != 8:
         raise SyscallError(errno.EINVAL)
     wanted = t.mm.read_u64(set_addr) & ~sig.UNBLOCKABLE
-    timeout_ns = None
-    if timeout_addr:
-        sec, nsec = struct.unpack("<qq", t.mm.copy_in(timeout_addr, 16))
-        if sec < 0 or not 0 <= nsec < 1_000_000_000:
-            raise SyscallError(errno.EINVAL)
-        timeout_ns = sec * 1_000_000_000 + nsec
+    timeout_ns = read_timespec_ns(t, timeout_addr) if timeout_addr else None
 
     def take() -> tuple[int, bytes] | None:
         with t.kernel.lock:

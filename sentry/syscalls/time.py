@@ -54,7 +54,8 @@ def sys_time(t: Task, addr: int) -> int:
     return now
 
 
-def _read_timespec(t: Task, addr: int) -> int:
+def read_timespec_ns(t: Task, addr: int) -> int:
+    """A guest struct timespec in nanoseconds; EINVAL if malformed."""
     sec, nsec = _TIMESPEC.unpack(t.mm.copy_in(addr, 16))
     if sec < 0 or not 0 <= nsec < 1_000_000_000:
         raise SyscallError(errno.EINVAL)
@@ -62,12 +63,12 @@ def _read_timespec(t: Task, addr: int) -> int:
 
 
 def sys_nanosleep(t: Task, req: int, rem: int) -> int:
-    sleep(t, _read_timespec(t, req))
+    sleep(t, read_timespec_ns(t, req))
     return 0
 
 
 def sys_clock_nanosleep(t: Task, clock: int, flags: int, req: int, rem: int) -> int:
-    ns = _read_timespec(t, req)
+    ns = read_timespec_ns(t, req)
     if flags & TIMER_ABSTIME:
         ns -= _clock(clock)
     else:
