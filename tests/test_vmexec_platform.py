@@ -380,7 +380,8 @@ def test_close_leaves_no_stub(plat):
     assert not os.path.exists(f"/proc/{space.pid}")
 
 
-def test_no_stub_outlives_the_sentry(tmp_path):
+def test_no_stub_outlives_the_sentry():
+    """SIGKILL the Sentry: every stub it had (in use or in reserve) dies."""
     ok, why = vmexec.VmexecPlatform.available()
     if not ok:
         pytest.skip(why)
@@ -390,17 +391,23 @@ def test_no_stub_outlives_the_sentry(tmp_path):
         "from platforms.vmexec import VmexecPlatform\n"
         "p = VmexecPlatform(MemoryFile(capacity=1 << 24))\n"
         "s = p.new_address_space()\n"
-        "print(s.pid, flush=True)\n"
-        "os._exit(0)\n")
+        "s.stub()\n"
+        "p._spawner.submit(lambda: None).result()  # the reserve is up too\n"
+        "pids = [c for t in os.listdir('/proc/self/task')\n"
+        "        for c in open(f'/proc/self/task/{t}/children').read().split()]\n"
+        "print(' '.join(pids), flush=True)\n"
+        "sys.stdin.read()\n")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", prog], cwd=root, capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": root})
-    pid = int(out.stdout)
+    sentry = subprocess.Popen([sys.executable, "-c", prog], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": root})
+    pids = [int(p) for p in sentry.stdout.readline().split()]
+    assert len(pids) >= 2
+    fds = [os.pidfd_open(p) for p in pids]
     try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return  # already gone
-    try:
-        assert select.select([fd], [], [], 10)[0], f"stub {pid} outlived its Sentry"
+        sentry.kill()
+        sentry.wait()
+        for pid, fd in zip(pids, fds):
+            assert select.select([fd], [], [], 10)[0], f"stub {pid} outlived its Sentry"
     finally:
-        os.close(fd)
+        for fd in fds:
+            os.close(fd)

@@ -62,6 +62,7 @@ int sentry_vmexec_alive(int pidfd) {
 struct spawn_args {
     const char *path;
     int fds[3];
+    int sentry_pidfd; /* the Sentry itself: readable once it has exited */
 };
 
 /* The child, until execve: it shares the Sentry's memory (CLONE_VM, the
@@ -71,6 +72,9 @@ static int spawn_child(void *arg) {
     char *argv[] = {"sentry-vmexec-stub", 0}, *envp[] = {0};
     int fds[3];
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    /* If the Sentry died before that prctl, nobody will kill us: leave. */
+    struct pollfd p = {a->sentry_pidfd, POLLIN, 0};
+    if (poll(&p, 1, 0) != 0) _exit(126);
     for (int i = 0; i < 3; i++)
         if ((fds[i] = fcntl(a->fds[i], F_DUPFD, 16)) < 0) _exit(125);
     for (int i = 0; i < 3; i++)
@@ -87,12 +91,18 @@ int sentry_vmexec_spawn(const char *stub_path, int memfd, int mboxfd, int global
     const int flags = CLONE_VM | CLONE_VFORK | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS |
                       CLONE_NEWIPC | SIGCHLD;
     const size_t stack_size = 64 << 10;
-    struct spawn_args args = {stub_path, {memfd, mboxfd, globalfd}};
+    struct spawn_args args = {stub_path, {memfd, mboxfd, globalfd}, (int)syscall(SYS_pidfd_open, getpid(), 0)};
+    if (args.sentry_pidfd < 0) return -errno;
     char *stack = mmap(0, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED) return -errno;
+    if (stack == MAP_FAILED) {
+        int e = errno;
+        close(args.sentry_pidfd);
+        return -e;
+    }
     int pid = clone(spawn_child, stack + stack_size, flags, &args);
     int e = errno;
     munmap(stack, stack_size);
+    close(args.sentry_pidfd);
     if (pid < 0) return -e;
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (pidfd < 0) {
