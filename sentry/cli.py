@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                      help="end the sandbox after SECONDS (exit status 124)")
     run.add_argument("--debug", action="store_true", help="report unsupported calls and guest faults")
+    run.add_argument("--stats", action="store_true",
+                     help="at the end, print totals of system calls, faults and signals, and where the time went")
     run.add_argument("--strace", action="store_true", help="print every guest system call")
     run.add_argument("--strace-log", metavar="FILE", default=None, help="write the --strace log to FILE (default: stderr)")
     run.add_argument("--strace-json", metavar="FILE", default=None,
@@ -72,7 +74,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cwd = args.cwd or (os.getcwd() if args.rootfs == "/" else "/")
     try:
         config = Config(platform=args.platform, rootfs=args.rootfs, overlay=args.overlay, cwd=cwd,
-                        seed=args.seed, debug=args.debug, timeout=args.timeout, **_strace_options(args))
+                        seed=args.seed, debug=args.debug, timeout=args.timeout, stats=args.stats,
+                        **_strace_options(args))
         status = run_program(config, [os.fsencode(a) for a in argv], env)
     except SandboxError as e:
         print(f"sentry: {e}", file=sys.stderr)

@@ -22,3 +22,4 @@ class Config:
     strace_syscalls: tuple[str, ...] | None = None  # trace only these (None: all)
     memory_limit: int | None = None
     timeout: float | None = None  # seconds; then the sandbox ends with status 124
+    stats: bool = False  # print totals (calls, faults, signals, time split) at the end (sentry.stats)

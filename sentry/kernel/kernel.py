@@ -28,6 +28,7 @@ from sentry.kernel.task import Task, ThreadGroup, killed_status
 from sentry.mm.memfile import MemoryFile
 from sentry.mm.mm import MemoryManager
 from sentry.mm.pagecache import PageCache
+from sentry.stats import Stats
 
 
 class Kernel:
@@ -45,6 +46,7 @@ class Kernel:
         self.init: ThreadGroup | None = None
         self.reported_enosys: set[int] = set()
         self.tracer = None  # sentry.strace hook, or None
+        self.stats = Stats(config.platform) if config.stats else None  # sentry run --stats
         self.done = threading.Event()  # set when init has exited
         self.init_status: int | None = None
         self.crash: BaseException | None = None
@@ -281,6 +283,8 @@ class Kernel:
             self.tracer.close()
         self.platform.close()
         self.memory.close()
+        if self.stats is not None:  # after the stubs are reaped: their CPU time counts
+            self.stats.report(sys.stderr)
 
 
 def exec_error_status(e: ExecError) -> int:
