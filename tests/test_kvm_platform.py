@@ -475,3 +475,12 @@ def test_unmapping_a_whole_gib_takes_effect(guest):
     assert not guest.aspace.lookup(gib) and guest.aspace.lookup(2 * gib)
     guest.run(EventKind.SIGNAL)
     assert guest.ctx.signal_info.addr == gib
+
+
+def test_simd_exception_is_sigfpe_with_the_linux_code(guest):
+    guest.page(DATA, b"", RW)
+    prologue = ("sub $8, %rsp\n stmxcsr (%rsp)\n andl $~0x200, (%rsp)\n ldmxcsr (%rsp)\n"  # unmask divide-by-zero
+                " mov $1, %eax\n cvtsi2sd %eax, %xmm0\n xorpd %xmm1, %xmm1")
+    info = fault(guest, prologue + "\n divsd %xmm1, %xmm0\n ud2", rsp=DATA + PAGE)
+    assert (info.signo, info.code, info.trapno) == (signal.SIGFPE, 3, 19)  # FPE_FLTDIV, #XM
+    assert info.addr == guest.state.regs.rip == code_end(prologue)
