@@ -89,6 +89,7 @@ class PtraceAddressSpace(AddressSpace):
         self.lock = threading.Lock()
         self._log: list[tuple[int, int, int, int, int]] = []  # (addr, length, offset, prot, is_map)
         self._base = 0  # log index of _log[0]
+        self.generation = 0  # == _base + len(_log): ops recorded so far
         self._current: dict[int, tuple[int, int, int]] = {}
         self._stubs: dict[int, _Stub] = {}  # tracer thread ident -> stub
         self.released = False
@@ -101,18 +102,18 @@ class PtraceAddressSpace(AddressSpace):
             s = _Stub(self.memfd)
             with self.lock:
                 current = sorted(self._current.items())
-                s.applied = self._base + len(self._log)
+                s.applied = self.generation
                 self._stubs[me] = s
             for addr, (end, offset, prot) in current:
                 s.map(addr, offset, end - addr, prot)
-        elif s.applied != self._base + len(self._log):
+        elif s.applied != self.generation:
             self._sync(s)
         return s
 
     def _sync(self, s: _Stub) -> None:
         with self.lock:
             ops = self._log[s.applied - self._base:]
-            s.applied = self._base + len(self._log)
+            s.applied = self.generation
         for addr, length, offset, prot, is_map in ops:
             if is_map:
                 s.map(addr, offset, length, prot)
@@ -122,7 +123,7 @@ class PtraceAddressSpace(AddressSpace):
 
     def _trim(self) -> None:
         with self.lock:
-            low = min((s.applied for s in self._stubs.values()), default=self._base + len(self._log))
+            low = min((s.applied for s in self._stubs.values()), default=self.generation)
             if low - self._base > 256:
                 del self._log[:low - self._base]
                 self._base = low
@@ -131,6 +132,7 @@ class PtraceAddressSpace(AddressSpace):
         end = addr + length
         with self.lock:
             self._log.append((addr, length, offset, prot, int(is_map)))
+            self.generation += 1
             for start in [a for a, (e, _o, _p) in self._current.items() if a < end and e > addr]:
                 e, o, p = self._current.pop(start)
                 if start < addr:
@@ -173,28 +175,39 @@ class PtraceContext(Context):
         self._stop = ffi.new("struct sentry_stop *")
         self._pid = 0  # the stub currently (or last) run; for interrupt()
         self._interrupted = False
+        self._space: PtraceAddressSpace | None = None  # the one last switched into
+        self._stub: _Stub | None = None  # this thread's stub in _space
         self._spaces: set[PtraceAddressSpace] = set()  # address spaces this context ran in
 
+    def _enter(self, space: PtraceAddressSpace) -> _Stub:
+        """This thread's stub in ``space``, up to date with its mappings."""
+        s = space.stub_for_current_thread()
+        self._spaces.add(space)
+        self._space, self._stub, self._pid = space, s, s.pid
+        return s
+
     def switch(self, address_space: AddressSpace, state: ArchState) -> EventKind:
-        assert isinstance(address_space, PtraceAddressSpace)
-        s = address_space.stub_for_current_thread()
-        self._spaces.add(address_space)
-        pid = self._pid = s.pid
+        s = self._stub
+        if address_space is not self._space or s.applied != address_space.generation:  # type: ignore[union-attr]
+            s = self._enter(address_space)  # type: ignore[arg-type]
         if self._interrupted:
             self._interrupted = False
             return EventKind.INTERRUPT
+        pid = s.pid
         if state.fp_dirty:
             _check(lib.sentry_ptrace_xstate(pid, ffi.from_buffer(state.fpstate), len(state.fpstate), 1), "set xstate")
             state.fp_dirty = False
         kind = lib.sentry_ptrace_switch(pid, state.regs, self._stop)
+        if kind == 0:
+            return EventKind.SYSCALL
         if kind < 0:
             raise PlatformError(f"ptrace stub {pid}: {os.strerror(-kind)}")
         if kind == 1:
             st = self._stop
             self.signal_info = SignalInfo(st.signo, st.code, st.addr, 0, st.trapno)
-        elif kind == 2:
-            if not self._interrupted:
-                return self.switch(address_space, state)  # stopped only to catch up with the mappings
+        elif not self._interrupted:
+            return self.switch(address_space, state)  # stopped only to catch up with the mappings
+        else:
             self._interrupted = False
         return _EVENTS[kind]
 
@@ -211,6 +224,7 @@ class PtraceContext(Context):
         for space in self._spaces:
             space.drop_thread()
         self._spaces.clear()
+        self._space = self._stub = None
         self._pid = 0
 
 
