@@ -192,6 +192,18 @@ def test_faults(plat, code, signo, addr_off, access, trapno, rip_off):
         assert info.addr == CODE + addr_off
 
 
+def test_32_bit_code_segment_round_trips(plat):
+    """A guest may far-jump to 32-bit code itself; the Sentry sees that in cs."""
+    space, ctx, st = guest(plat, INT3)
+    st.regs.cs = 0x23
+    assert ctx.switch(space, st) == EventKind.SIGNAL and ctx.signal_info.signo == 5
+    assert (st.regs.cs, st.regs.rip) == (0x23, CODE + 1)
+    st.regs.cs = 0x10  # a kernel selector is never loaded
+    st.regs.rip = CODE
+    assert ctx.switch(space, st) == EventKind.SIGNAL
+    assert st.regs.cs == 0x33
+
+
 def test_write_to_read_only_mapping(plat):
     off = plat.memory.allocate(PAGE)
     space, ctx, st = guest(plat, STORE + UD2)

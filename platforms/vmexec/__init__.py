@@ -13,21 +13,23 @@ so nothing here probes for one):
    every mapping gone) for the next. Each Context gets a stub thread per
    address space it runs in.
 2. A guest system call hits SECCOMP_RET_TRAP (only the stub's own code may
-   make calls, and only futex/rt_sigreturn/exit/sched_yield from a stub
-   thread); faults
-   raise their signal. The stub's handler leaves the kernel's signal frame
-   (registers, XSAVE area, siginfo) in a slot the Sentry maps too, and waits.
+   make calls, and from a stub thread only futex, rt_sigreturn, exit and
+   sched_yield); a fault raises its signal. The stub's handler leaves the
+   kernel's signal frame (registers, XSAVE area, siginfo) in a slot the
+   Sentry maps too, and waits.
 3. ``Context.switch`` (C: ``sentry_vmexec_switch`` over
    ``sentry_process_vm_exec``) writes the registers into that frame, wakes
    the stub (which resumes the guest through rt_sigreturn) and waits for the
    next stop. Both sides spin while another CPU is free (a sandbox-wide count
-   of spinners in a shared page), then sleep on a futex.
+   of spinning pairs in a shared page) within an adaptive budget, yielding
+   now and then, then sleep on a futex (stub/native/vmexec.h, vmexec_spin).
 4. ``interrupt()`` sends the running stub thread SIGURG, which stops it the
    same way.
 
 Lock order: VmexecAddressSpace.lock > VmexecPlatform._lock, and
-VmexecAddressSpace.lock > StubProcess.lock (see stubs); Context methods other than
-``interrupt`` run on the one Sentry thread that drives the Context.
+VmexecAddressSpace.lock > StubProcess.lock (see stubs). Context methods
+other than ``interrupt`` run on the one Sentry thread that drives the
+Context; native operations on a stub thread claim it (``in_use``).
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import stub
-from stub._native import ffi, lib
+from stub._native import ffi
 
 from platforms.base import AddressSpace, Context, Platform, PlatformError, register
 from platforms.vmexec.context import VmexecContext, process_vm_exec

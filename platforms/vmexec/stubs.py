@@ -14,7 +14,8 @@ memfd (command page, result page, thread slots) is mapped at
 the Sentry's commands: ``mmap``/``munmap`` of MemoryFile ranges and
 ``clone`` of a new stub thread into a free slot. Each stub process starts
 with one spare stub thread, so the first Context to run in it waits for
-nothing.
+nothing. When its address space is released, the platform recycles it
+(``recycle``) for another, or kills it.
 
 Lock order: VmexecAddressSpace.lock > StubProcess.lock (commands, slots,
 tids).
@@ -26,9 +27,9 @@ import mmap
 import os
 import threading
 import time
-from stub._native import ffi, lib
-
 from typing import Callable
+
+from stub._native import ffi, lib
 
 from platforms.base import PROT_EXEC, PROT_READ, AddressSpace, PlatformError
 

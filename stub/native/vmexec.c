@@ -45,6 +45,7 @@ _Static_assert(offsetof(siginfo_t, si_syscall) == offsetof(struct vmexec_siginfo
 #define FX_SW_OFF 464 /* struct _fpx_sw_bytes in the legacy area's software bytes */
 #define XSAVE_HDR_OFF 512
 #define USER_CS 0x33
+#define USER32_CS 0x23 /* the guest may run 32-bit code (it can far-jump there itself) */
 #define USER_DS 0x2b
 #define WAIT_SLICE_NS 50000000L /* how often a sleeping waiter checks that the stub lives */
 
@@ -52,7 +53,7 @@ static long futex(uint32_t *w, int op, uint32_t v, const struct timespec *ts) {
     return syscall(SYS_futex, w, op, v, ts, 0, 0) < 0 ? -errno : 0;
 }
 
-int sentry_vmexec_alive(int pidfd) {
+static int alive(int pidfd) {
     struct pollfd p = {pidfd, POLLIN, 0};
     return poll(&p, 1, 0) == 0;
 }
@@ -138,7 +139,7 @@ long sentry_vmexec_command(struct vmexec_cmd *cmd, struct vmexec_result *res, in
     for (uint32_t i = 0; syscall(SYS_futex, &cmd->seq, FUTEX_WAKE, 1, 0, 0, 0) != 1; i++) {
         if (i < 256) {
             for (int j = 0; j < 8; j++) __asm__ volatile("pause" ::: "memory");
-        } else if (i % 256 == 0 && !sentry_vmexec_alive(pidfd)) {
+        } else if (i % 256 == 0 && !alive(pidfd)) {
             return -ESRCH;
         } else {
             nanosleep(&nap, 0);
@@ -192,7 +193,7 @@ static int wait_state(struct sentry_vmexec_thread *t, int stub_was_awake) {
             r = futex(&m->state, FUTEX_WAIT, VMEXEC_RUN, &slice);
         __atomic_store_n(&m->sentry_sleeping, 0, __ATOMIC_RELAXED);
         if ((s = __atomic_load_n(&m->state, __ATOMIC_ACQUIRE)) != VMEXEC_RUN) return s;
-        if (r == -ETIMEDOUT && !sentry_vmexec_alive(t->pidfd)) return -ESRCH;
+        if (r == -ETIMEDOUT && !alive(t->pidfd)) return -ESRCH;
     }
 }
 
@@ -291,7 +292,7 @@ static long vm_exec(struct sentry_vmexec_caller *self, struct sentry_vmexec_thre
     }
     struct vmexec_sigcontext *sc = &t->uc->uc_mcontext;
     memcpy(sc, &ctx->sc, offsetof(struct vmexec_sigcontext, cs));
-    sc->cs = USER_CS;
+    sc->cs = ctx->sc.cs == USER32_CS ? USER32_CS : USER_CS;
     sc->ss = USER_DS;
     t->uc->uc_sigmask = 0;
     m->fs_base = ctx->fs_base;
@@ -346,7 +347,7 @@ int sentry_vmexec_switch(struct sentry_vmexec_caller *self, struct sentry_vmexec
     sc->r12 = regs->r12, sc->r13 = regs->r13, sc->r14 = regs->r14, sc->r15 = regs->r15;
     sc->rdi = regs->rdi, sc->rsi = regs->rsi, sc->rbp = regs->rbp, sc->rbx = regs->rbx;
     sc->rdx = regs->rdx, sc->rax = regs->rax, sc->rcx = regs->rcx, sc->rsp = regs->rsp;
-    sc->rip = regs->rip, sc->eflags = regs->eflags;
+    sc->rip = regs->rip, sc->eflags = regs->eflags, sc->cs = (uint16_t)regs->cs;
     sc->fpstate = (uint64_t)fp_in;
     c.fs_base = regs->fs_base, c.gs_base = regs->gs_base;
     long r = sentry_process_vm_exec(self, t, &c, fp_in ? VMEXEC_FPSTATE_IN : 0, &si);
@@ -357,7 +358,7 @@ int sentry_vmexec_switch(struct sentry_vmexec_caller *self, struct sentry_vmexec
     regs->rdi = sc->rdi, regs->rsi = sc->rsi, regs->rbp = sc->rbp, regs->rbx = sc->rbx;
     regs->rdx = sc->rdx, regs->rax = sc->rax, regs->rcx = sc->rcx, regs->rsp = sc->rsp;
     regs->rip = sc->rip, regs->eflags = sc->eflags;
-    regs->cs = USER_CS, regs->ss = USER_DS;
+    regs->cs = sc->cs, regs->ss = USER_DS;
     regs->fs_base = c.fs_base, regs->gs_base = c.gs_base;
     regs->orig_rax = (unsigned long)-1;
     if (r == -EINTR) return 2;

@@ -238,5 +238,4 @@ int sentry_vmexec_fpstate(struct sentry_vmexec_thread *t, uint8_t *buf, int len,
 void sentry_vmexec_interrupt(struct sentry_vmexec_caller *self);
 int sentry_vmexec_exit_thread(struct sentry_vmexec_thread *t);
 void sentry_vmexec_kill(int pid, int pidfd);
-int sentry_vmexec_alive(int pidfd);
 #endif
