@@ -199,8 +199,10 @@ def register(cls: type[Platform]) -> type[Platform]:
 
 
 def lookup(name: str) -> type[Platform]:
-    """The platform class called ``name``; KeyError if there is none."""
-    _load_all()
+    """The platform class called ``name``; KeyError if there is none.
+    Imports only that backend (start-up time matters)."""
+    if name not in _REGISTRY and name in _BACKENDS:
+        _load(name)
     return _REGISTRY[name]
 
 
@@ -214,15 +216,18 @@ _BACKENDS = ("ptrace", "vmexec", "kvm")
 
 
 def _load_all() -> None:
+    for name in _BACKENDS:
+        if name not in _REGISTRY and name not in _LOAD_ERRORS:
+            _load(name)
+
+
+def _load(name: str) -> None:
     import importlib
 
-    for name in _BACKENDS:
-        if name in _REGISTRY or name in _LOAD_ERRORS:
-            continue
-        try:
-            importlib.import_module(f"platforms.{name}")
-        except ImportError as e:
-            _LOAD_ERRORS[name] = f"cannot be loaded: {e}"
+    try:
+        importlib.import_module(f"platforms.{name}")
+    except ImportError as e:
+        _LOAD_ERRORS[name] = f"cannot be loaded: {e}"
 
 
 def load_errors() -> dict[str, str]:

@@ -28,6 +28,9 @@ def pick_platform(name: str) -> type[base.Platform]:
     try:
         cls = base.lookup(name)
     except KeyError:
+        why = base.load_errors().get(name)
+        if why is not None:
+            raise SandboxError(f"platform {name} is not available here: {why}", 2) from None
         raise SandboxError(f"unknown platform {name!r} (have: {', '.join(base.names())})", 2) from None
     ok, why = cls.available()
     if not ok:

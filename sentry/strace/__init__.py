@@ -50,12 +50,11 @@ import atexit
 import sys
 from typing import TYPE_CHECKING
 
-from sentry.strace.tracer import Tracer
-
 if TYPE_CHECKING:
     from sentry.config import Config
+    from sentry.strace.tracer import Tracer
 
-__all__ = ["Tracer", "TraceError", "make_tracer", "parse_syscall_list"]
+__all__ = ["TraceError", "make_tracer", "parse_syscall_list"]  # the tracer module loads only when tracing
 
 DEFAULT_LOG_SIZE = 1024
 
@@ -78,13 +77,13 @@ def parse_syscall_list(text: str) -> frozenset[str]:
     return wanted
 
 
-def make_tracer(config: "Config") -> Tracer:
+def make_tracer(config: "Config") -> "Tracer":
     """The tracer ``config`` asks for: text to ``config.strace_log`` ("-":
     stderr; None: no text log), JSON to ``config.strace_json`` (None: none).
     Raises TraceError if a file cannot be opened. Call ``close()`` when
     the sandbox ends (it also runs at exit)."""
     from abi.sysnr import NUMBERS
-    from sentry.strace.tracer import JsonSink, TextSink
+    from sentry.strace.tracer import JsonSink, TextSink, Tracer
 
     only = None
     if config.strace_syscalls is not None:
