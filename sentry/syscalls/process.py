@@ -107,25 +107,40 @@ def sys_getpgrp(t: Task) -> int:
     return t.group.pgid
 
 
-def sys_getpgid(t: Task, pid: int) -> int:
+def _group_of(t: Task, pid: int):
+    """The live process ``pid`` (0: the caller); ESRCH if none."""
     pid = s32(pid)
-    if pid not in (0, t.group.pid):
+    group = t.group if pid == 0 else t.kernel.group(pid)
+    if group is None:
         raise SyscallError(errno.ESRCH)
-    return t.group.pgid
+    return group
+
+
+def sys_getpgid(t: Task, pid: int) -> int:
+    return _group_of(t, pid).pgid
 
 
 def sys_getsid(t: Task, pid: int) -> int:
-    pid = s32(pid)
-    if pid not in (0, t.group.pid):
-        raise SyscallError(errno.ESRCH)
-    return t.group.sid
+    return _group_of(t, pid).sid
 
 
 def sys_setpgid(t: Task, pid: int, pgid: int) -> int:
-    pid, pgid = s32(pid), s32(pgid)
-    if pid not in (0, t.group.pid) or pgid < 0:
-        raise SyscallError(errno.ESRCH if pgid >= 0 else errno.EINVAL)
-    t.group.pgid = pgid or t.group.pid
+    """Move the caller or one of its children into a process group of the
+    caller's session."""
+    group = _group_of(t, pid)
+    pgid = s32(pgid)
+    if pgid < 0:
+        raise SyscallError(errno.EINVAL)
+    if group is not t.group and group.parent is not t.group:
+        raise SyscallError(errno.ESRCH)
+    if group.sid != t.group.sid or group.pid == group.sid:
+        raise SyscallError(errno.EPERM)
+    pgid = pgid or group.pid
+    if pgid != group.pid:
+        with t.kernel.lock:
+            if not any(g.pgid == pgid and g.sid == group.sid for g in t.kernel.groups.values() if not g.zombie):
+                raise SyscallError(errno.EPERM)
+    group.pgid = pgid
     return 0
 
 
