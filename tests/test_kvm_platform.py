@@ -484,3 +484,28 @@ def test_simd_exception_is_sigfpe_with_the_linux_code(guest):
     info = fault(guest, prologue + "\n divsd %xmm1, %xmm0\n ud2", rsp=DATA + PAGE)
     assert (info.signo, info.code, info.trapno) == (signal.SIGFPE, 3, 19)  # FPE_FLTDIV, #XM
     assert info.addr == guest.state.regs.rip == code_end(prologue)
+
+
+def test_tlb_shootdown_kicks_vcpus_running_in_the_address_space(platform, guest):
+    """The VMX/SVM path, forced on here: an unmap makes a vCPU spinning on
+    the page leave the guest (INTERRUPT), and its next entry faults."""
+    platform.set_tlb_shootdown(True)
+    flag = guest.page(DATA2, b"", RW)
+    guest.page(DATA, b"", RW)
+    guest.load(f"1: movq $1, {DATA2}\n mov {DATA}, %rax\n jmp 1b")
+    events = []
+
+    def spin():
+        while len(events) < 8:
+            events.append(guest.ctx.switch(guest.aspace, guest.state))
+            if events[-1] == EventKind.SIGNAL:
+                return
+
+    t = threading.Thread(target=spin)
+    t.start()
+    while guest.memory.read(flag, 1) != b"\x01":  # the guest is running
+        pass
+    guest.aspace.unmap(DATA, PAGE)  # returns only after the vCPU has left the guest
+    t.join()
+    assert events == [EventKind.INTERRUPT, EventKind.SIGNAL]
+    assert guest.ctx.signal_info.addr == DATA

@@ -24,8 +24,9 @@ thread (SIGRTMIN+6, SA_RESTART).
 Host differences: only kvm_pvm is tested (this host). On VMX/SVM the same
 stub and page tables work; there the guest TLB, not a shadow MMU, caches
 translations, so a vCPU reloads CR3 before re-entering an address space
-whose tables changed (R0_FLUSH_IRETQ), but vCPUs running *during* an unmap
-are not yet shot down (under kvm_pvm KVM's own remote flush covers them).
+whose tables changed (R0_FLUSH_IRETQ), and vCPUs running in it during the
+change are kicked out first (TLB shootdown; under kvm_pvm KVM's own remote
+flush covers them, so it is off there).
 The guest's CPUID is the host's (ring 3 runs natively under kvm_pvm), so
 guests use AVX; its state lives in the vCPU and round-trips via XSAVE.
 """

@@ -24,9 +24,14 @@ _NEEDED = (
 _KVM_CAP_SYNC_REGS = 74
 
 
+def is_pvm() -> bool:
+    """kvm_pvm: ring0 is emulated and a shadow MMU caches translations."""
+    return os.path.isdir("/sys/module/kvm_pvm")
+
+
 def host_kind() -> str:
     """Which KVM backend serves /dev/kvm, and how system calls enter."""
-    if os.path.isdir("/sys/module/kvm_pvm"):
+    if is_pvm():
         return "kvm_pvm (ring0 emulated): syscall = CPL3 jump to LSTAR, caught as #PF on the sentinel page"
     if os.path.isdir("/sys/module/kvm_intel"):
         return "VMX (kvm_intel): syscall -> LSTAR ring0 stub"

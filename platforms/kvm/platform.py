@@ -185,6 +185,15 @@ class KvmPlatform(Platform):
             raise PlatformError(f"kvm: {_message(err)}")
         self._tls = threading.local()
         self._children: weakref.WeakSet = weakref.WeakSet()
+        self.set_tlb_shootdown(not host.is_pvm())
+
+    def set_tlb_shootdown(self, on: bool) -> None:
+        """After an unmap/mprotect, make vCPUs running in that address space
+        exit (they return INTERRUPT) so none keeps a stale TLB entry. Needed
+        on VMX/SVM; under kvm_pvm KVM's shadow MMU flushes them itself."""
+        with self._life:
+            self._check_open()
+            lib.sentry_kvm_vm_set_shootdown(self._vm, on)
 
     def _maintenance(self):
         maint = getattr(self._tls, "vcpu", None)

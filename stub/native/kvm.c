@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <linux/kvm.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -97,6 +98,7 @@ struct sentry_kvm_vcpu {
     uint8_t *batch_host;
     uint64_t batch_kva;
     pid_t tid;          /* the thread that drives it (for interrupt) */
+    uint64_t in_as;     /* id of the address space it runs in during a switch, else 0 (atomic) */
 };
 
 struct sentry_kvm_vm {
@@ -112,6 +114,7 @@ struct sentry_kvm_vm {
     int nbatch;
     struct sentry_kvm_vcpu *vcpus[MAX_VCPUS];
     int nspaces, zaps;
+    int shootdown;      /* kick vCPUs running in an address space whose entries changed */
     uint64_t next_as_id;
 };
 
@@ -209,6 +212,23 @@ struct edit {
 };
 
 static const char *exit_name(unsigned r);
+void sentry_kvm_interrupt(struct sentry_kvm_vcpu *v);
+
+/* Make every vCPU running in `as` leave the guest, so that none keeps a
+ * translation the last stores removed (on VMX/SVM the guest TLB survives
+ * exits; under kvm_pvm KVM's own remote flush already did this). They
+ * return INTERRUPT and re-enter through R0_FLUSH_IRETQ. Caller holds
+ * vm->lock and has bumped as->gen. */
+static void shoot_down(struct sentry_kvm_vm *vm, struct sentry_kvm_as *as) {
+    for (int i = 0; i < MAX_VCPUS; i++) {
+        struct sentry_kvm_vcpu *v = vm->vcpus[i];
+        if (!v || v->live != 1 || __atomic_load_n(&v->in_as, __ATOMIC_SEQ_CST) != as->id) continue;
+        for (int spins = 0; __atomic_load_n(&v->in_as, __ATOMIC_SEQ_CST) == as->id; spins++) {
+            if (spins % 1000 == 0) sentry_kvm_interrupt(v);
+            sched_yield();
+        }
+    }
+}
 
 static int batch_flush(struct edit *e) {
     struct sentry_kvm_vm *vm = e->vm;
@@ -241,7 +261,8 @@ static int batch_flush(struct edit *e) {
                     exit_name(m->run->exit_reason), m->run->io.port, (unsigned long long)r->rip);
     }
     vm->nbatch = 0;
-    __atomic_add_fetch(&e->as->gen, 1, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&e->as->gen, 1, __ATOMIC_SEQ_CST);
+    if (vm->shootdown) shoot_down(vm, e->as);
     for (size_t i = 0; i < vm->pending.n; i++) {
         if (push(&vm->retired, KVM_PRIV_GPA + (uint64_t)vm->pending.v[i] * PAGE)) {
             errno = ENOMEM;
@@ -581,6 +602,12 @@ int sentry_kvm_vm_counts(struct sentry_kvm_vm *vm, int *vcpus, int *spaces) {
 
 int sentry_kvm_vm_zaps(struct sentry_kvm_vm *vm) { return vm->zaps; }
 
+void sentry_kvm_vm_set_shootdown(struct sentry_kvm_vm *vm, int on) {
+    pthread_mutex_lock(&vm->lock);
+    vm->shootdown = on;
+    pthread_mutex_unlock(&vm->lock);
+}
+
 /* ---- vCPUs --------------------------------------------------------------- */
 
 static void seg(struct kvm_segment *s, uint16_t sel, int type, int dpl, int l) {
@@ -742,8 +769,21 @@ static int exit_error(struct sentry_kvm_vcpu *v, struct sentry_kvm_exit *ex, con
     return SENTRY_KVM_ERROR;
 }
 
+static int run_guest(struct sentry_kvm_vcpu *v, struct sentry_kvm_as *as, struct user_regs_struct *u,
+                     struct sentry_kvm_exit *ex);
+
 int sentry_kvm_switch(struct sentry_kvm_vcpu *v, struct sentry_kvm_as *as, struct user_regs_struct *u,
                       struct sentry_kvm_exit *ex) {
+    /* Published before the generation is read: shoot_down() either sees
+     * this vCPU or this vCPU sees the new generation (and flushes). */
+    __atomic_store_n(&v->in_as, as->id, __ATOMIC_SEQ_CST);
+    int rc = run_guest(v, as, u, ex);
+    __atomic_store_n(&v->in_as, 0, __ATOMIC_SEQ_CST);
+    return rc;
+}
+
+static int run_guest(struct sentry_kvm_vcpu *v, struct sentry_kvm_as *as, struct user_regs_struct *u,
+                     struct sentry_kvm_exit *ex) {
     struct kvm_run *run = v->run;
     struct kvm_regs *r = &run->s.regs.regs;
     if (!v->tid) __atomic_store_n(&v->tid, (pid_t)syscall(SYS_gettid), __ATOMIC_SEQ_CST);

@@ -57,6 +57,9 @@ int sentry_kvm_vm_counts(struct sentry_kvm_vm *vm, int *vcpus, int *spaces);
 /* Dropping all shadow pages so far (page-pool recycling) happened this
  * many times. */
 int sentry_kvm_vm_zaps(struct sentry_kvm_vm *vm);
+/* After page-table stores, make vCPUs running in that address space exit
+ * (needed where the guest TLB outlives exits: VMX/SVM). Off by default. */
+void sentry_kvm_vm_set_shootdown(struct sentry_kvm_vm *vm, int on);
 
 struct sentry_kvm_vcpu *sentry_kvm_vcpu_new(struct sentry_kvm_vm *vm, char *err, int errlen);
 void sentry_kvm_vcpu_free(struct sentry_kvm_vm *vm, struct sentry_kvm_vcpu *v);
