@@ -204,3 +204,23 @@ def _errno(fn, *args) -> int:
 
 def test_o_cloexec_value():
     assert O_CLOEXEC == os.O_CLOEXEC and O_NONBLOCK == os.O_NONBLOCK
+
+
+def test_fifo_open_partners(vfs, task):
+    fs = task.fs
+    vfs.mknod(fs, None, b"/dev/shm/fifo", 0o010600, task)
+    assert _errno(vfs.open, fs, None, b"/dev/shm/fifo", O_WRONLY | O_NONBLOCK) == errno.ENXIO  # no reader
+    r = vfs.open(fs, None, b"/dev/shm/fifo", O_RDONLY)
+    assert not r.peer_opened()  # a blocking open would wait
+    w = vfs.open(fs, None, b"/dev/shm/fifo", O_WRONLY)
+    assert w.peer_opened() and r.peer_opened()
+    w.write(b"x")
+    w.decref()
+    r2 = vfs.open(fs, None, b"/dev/shm/fifo", O_RDONLY)
+    assert not r2.peer_opened()
+    w2 = vfs.open(fs, None, b"/dev/shm/fifo", O_WRONLY)
+    w2.decref()  # opened and closed before the reader looked: still its partner
+    assert r2.peer_opened()
+    assert r.read(10) == b"x" and r.read(10) == b""
+    rw = vfs.open(fs, None, b"/dev/shm/fifo", O_RDWR)
+    assert rw.peer_opened() and rw.write(b"self") == 4 and rw.read(10) == b"self"

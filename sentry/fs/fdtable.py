@@ -26,12 +26,13 @@ class FDTable:
         self.lock = threading.Lock()
 
     @classmethod
-    def stdio(cls) -> "FDTable":
-        """A table whose 0, 1, 2 pass through to the host's stdio."""
+    def stdio(cls, host_fds: tuple[int, int, int] = (0, 1, 2)) -> "FDTable":
+        """A table whose 0, 1, 2 pass through to the host's stdio (or to
+        the borrowed host fds ``host_fds``)."""
         from sentry.fs.stdio import stdio_files
 
         table = cls()
-        for fd, f in enumerate(stdio_files()):
+        for fd, f in enumerate(stdio_files(host_fds)):
             table._files[fd] = f
         return table
 

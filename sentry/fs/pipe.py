@@ -94,7 +94,7 @@ def new_pipe(flags: int = 0) -> tuple["PipeReader", "PipeWriter"]:
 class PipeEnd(OpenFile):
     """An end of a pipe: ``reads``/``writes`` say which side(s) it is."""
 
-    __slots__ = ("pipe", "peer_opens")
+    __slots__ = ("pipe", "peer_opens")  # peer_opens: the peer's open count to exceed
     can_block = True
     reads = writes = False
 
@@ -108,16 +108,17 @@ class PipeEnd(OpenFile):
             if self.writes:
                 pipe.writers += 1
                 pipe.write_opens += 1
-            self.peer_opens = pipe.write_opens if self.reads else pipe.read_opens
+            # A peer open now, or one opening later (even if it closes again
+            # before we look), lets a blocking FIFO open return.
+            peer_now = pipe.writers if self.reads else pipe.readers
+            self.peer_opens = (pipe.write_opens if self.reads else pipe.read_opens) - (1 if peer_now else 0)
         pipe.notify()
 
     def peer_opened(self) -> bool:
-        """Whether the other side is open, or opened (and maybe closed)
-        since this end did: a blocking FIFO open waits for it."""
+        """Whether the other side was open when this end opened, or opened
+        (and maybe closed) since: a blocking FIFO open waits for it."""
         p = self.pipe
-        if self.reads:
-            return p.writers > 0 or p.write_opens > self.peer_opens
-        return p.readers > 0 or p.read_opens > self.peer_opens
+        return (p.write_opens if self.reads else p.read_opens) > self.peer_opens
 
     def read(self, length: int) -> bytes:
         p = self.pipe

@@ -146,11 +146,12 @@ class HostPassthrough(HostFDFile):
         raise SyscallError(errno.ESPIPE)
 
 
-def stdio_files() -> list[HostPassthrough]:
-    """Files for guest fds 0, 1, 2 over the Sentry's own (borrowed)."""
+def stdio_files(host_fds: tuple[int, int, int] = (0, 1, 2)) -> list[HostPassthrough]:
+    """Files for guest fds 0, 1, 2 over the Sentry's own (borrowed), or
+    over the host fds ``host_fds`` (borrowed too: the caller closes them)."""
     modes = (O_RDONLY, O_WRONLY, O_WRONLY)
     out = []
-    for fd, mode in enumerate(modes):
+    for fd, mode in zip(host_fds, modes):
         try:
             fl = fcntl.fcntl(fd, fcntl.F_GETFL) & 3
         except OSError:
