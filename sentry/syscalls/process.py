@@ -6,9 +6,10 @@ import errno
 import os
 import struct
 
+from sentry.config import Config
 from sentry.errors import ExecError, GuestExit, SyscallError
 from sentry.kernel.task import Task
-from sentry.syscalls.spec import (Argv, Enum, Hex, Int, Path, Ptr, Size, Struct, entries, error, partial, s32,
+from sentry.syscalls.spec import (FD, Argv, Enum, Hex, Int, Path, Ptr, Size, Struct, entries, error, partial, s32,
                                   supported)
 
 ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
@@ -185,6 +186,33 @@ def sys_execve(t: Task, path: int, argv: int, envp: int) -> int:
     return 0
 
 
+AT_FDCWD, AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW = -100, 0x1000, 0x100
+
+
+def sys_execveat(t: Task, dirfd: int, path: int, argv: int, envp: int, flags: int) -> int:
+    """execve relative to a directory fd, or of an open file (AT_EMPTY_PATH,
+    fexecve): resolved through the sandbox path the fd was opened with."""
+    if flags & ~(AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW):
+        raise SyscallError(errno.EINVAL)
+    name = t.mm.read_cstring(path)
+    dirfd = s32(dirfd)
+    if not name.startswith(b"/") and dirfd != AT_FDCWD:
+        base = t.fds.get(dirfd).path.encode()
+        if not name:
+            if not flags & AT_EMPTY_PATH:
+                raise SyscallError(errno.ENOENT)
+            name = base
+        else:
+            name = base.rstrip(b"/") + b"/" + name
+    t.kernel.vfs.open_exec(t.fs, name)
+    args, env = _read_argv(t, argv), _read_argv(t, envp)
+    try:
+        t.kernel.exec_into(t, name, args, env)
+    except ExecError as e:
+        raise SyscallError(e.errno) from None
+    return 0
+
+
 def sys_arch_prctl(t: Task, code: int, addr: int) -> int:
     regs = t.arch.regs
     if code == ARCH_SET_FS or code == ARCH_SET_GS:
@@ -221,10 +249,28 @@ def sys_get_robust_list(t: Task, pid: int, head_ptr: int, len_ptr: int) -> int:
     return 0
 
 
+RLIMIT_NPROC, RLIMIT_NOFILE, RLIMIT_AS = 6, 7, 9
+
+
+def sandbox_ceilings(config: Config) -> dict[int, int]:
+    """Hard limits the sandbox itself enforces (--nofile, --pids, --memory):
+    getrlimit reports them and no guest, root included, raises past them."""
+    ceilings = {RLIMIT_NOFILE: config.nofile_limit}
+    if config.pids_limit is not None:
+        ceilings[RLIMIT_NPROC] = config.pids_limit
+    if config.memory_limit is not None:
+        ceilings[RLIMIT_AS] = config.memory_limit
+    return ceilings
+
+
 def _rlimit(t: Task, resource: int) -> tuple[int, int]:
     if not 0 <= resource < 16:
         raise SyscallError(errno.EINVAL)
-    return t.group.rlimits.get(resource) or DEFAULT_RLIMITS.get(resource, (RLIM_INFINITY, RLIM_INFINITY))
+    if resource in t.group.rlimits:
+        return t.group.rlimits[resource]
+    soft, hard = DEFAULT_RLIMITS.get(resource, (RLIM_INFINITY, RLIM_INFINITY))
+    ceiling = sandbox_ceilings(t.kernel.config).get(resource, RLIM_INFINITY)
+    return min(soft, ceiling), min(hard, ceiling)
 
 
 def sys_prlimit64(t: Task, pid: int, resource: int, new: int, old: int) -> int:
@@ -238,10 +284,14 @@ def sys_prlimit64(t: Task, pid: int, resource: int, new: int, old: int) -> int:
             raise SyscallError(errno.EINVAL)
         if hard > current[1] and t.creds.euid != 0:
             raise SyscallError(errno.EPERM)
+        if hard > sandbox_ceilings(t.kernel.config).get(resource, RLIM_INFINITY):
+            raise SyscallError(errno.EPERM)
     if old:
         t.mm.copy_out(old, struct.pack("<QQ", *current))
     if new:
         t.group.rlimits[resource] = (soft, hard)
+        if resource == RLIMIT_NOFILE:
+            t.fds.limit = soft
     return 0
 
 
@@ -348,6 +398,7 @@ ENTRIES = entries(
     supported("exit", sys_exit, args=(Int,)),
     supported("exit_group", sys_exit_group, args=(Int,)),
     supported("execve", sys_execve, args=(Path, Argv, Argv)),
+    partial("execveat", sys_execveat, args=(FD, Path, Argv, Argv, Hex), note="resolved through the fd's path"),
     partial("arch_prctl", sys_arch_prctl, args=(Enum(ARCH_PRCTL_CODES), Hex), note="FS/GS base; CPUID faulting is refused"),
     supported("set_tid_address", sys_set_tid_address, args=(Ptr,)),
     supported("set_robust_list", sys_set_robust_list, args=(Ptr, Size)),
