@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -375,6 +376,42 @@ def test_forged_results_do_not_fake_a_mapping(plat):
         space.map_file(DATA, off, PAGE, PROT_READ)
         assert ctx.switch(space, st) == EventKind.SYSCALL  # mov DATA,%rbx
         assert st.regs.rbx == 0x5EED + i
+
+
+def test_guest_that_blocks_the_interrupt_cannot_hang_the_sentry(plat):
+    """A guest can block SIGURG with a forged rt_sigreturn through the
+    stub's own syscall instruction, then spin: interrupt() must still end
+    the switch (the platform kills that stub) instead of waiting forever."""
+    sigcontext = struct.pack("<18Q", *[0] * 15, STACK_TOP, CODE, 0x202) + struct.pack("<4H", 0x33, 0, 0, 0x2B)
+    sigcontext += bytes(5 * 8 + 64)  # err, trapno, oldmask, cr2, fpstate (none: FPU reset), reserved
+    altstack = struct.pack("<QiiQ", SLOT0 + PAGE, 0, 0, lib.VMEXEC_SLOT_SIZE - PAGE)
+    uc = struct.pack("<QQ", 0, 0) + altstack + sigcontext + struct.pack("<Q", 1 << (23 - 1))  # SIGURG blocked
+    space, ctx, st = guest(plat, LOOP, data=uc)
+    trusted = _trusted_syscall()
+    st.regs.rip, st.regs.rax, st.regs.rsp = trusted, 15, DATA
+    outcome: list = []
+
+    def run():
+        try:
+            while True:
+                outcome.append(ctx.switch(space, st))
+                if st.regs.rip != trusted:  # else interrupted before the guest ran: again
+                    return
+        except PlatformError as e:
+            outcome.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.monotonic() + 30  # a liveness bound, far above the ~1 s it takes
+    while t.is_alive() and time.monotonic() < deadline:
+        ctx.interrupt()
+        t.join(0.05)
+    hung = t.is_alive()
+    if hung:  # do not leave the test hanging
+        space.release()
+    t.join()
+    assert not hung, "switch ignored interrupt() for 30 s"
+    assert isinstance(outcome[-1], PlatformError), outcome
 
 
 def test_hostile_mailbox_is_an_error_not_a_crash(plat):
