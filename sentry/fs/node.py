@@ -187,8 +187,8 @@ class Node:
         raise err(self.fs.readonly_errno)
 
     def mknod(self, name: bytes, mode: int, creds) -> "Node":
-        """A regular file or FIFO (by the S_IFMT bits of mode); EPERM for
-        devices and sockets."""
+        """A regular file, FIFO or socket name (by the S_IFMT bits of
+        mode); EPERM for devices."""
         raise err(self.fs.readonly_errno)
 
     def symlink(self, name: bytes, target: bytes, creds) -> "Node":

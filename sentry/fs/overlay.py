@@ -180,6 +180,21 @@ class OvFifo(OvNode):
         return open_end(self.pipe, self, path, flags)
 
 
+class OvSocket(OvNode):
+    """A Unix socket's name (bind, or mknod S_IFSOCK): ``endpoint`` is
+    whatever the socket layer bound there (None: nobody listens)."""
+
+    __slots__ = ("endpoint",)
+    kind = S.S_IFSOCK
+
+    def __init__(self, fs, lower, meta, endpoint: object = None):
+        super().__init__(fs, lower, meta)
+        self.endpoint = endpoint
+
+    def open(self, path, flags, ctx):
+        raise err(errno.ENXIO)
+
+
 class OvSymlink(OvNode):
     __slots__ = ("target",)
     kind = S.S_IFLNK
@@ -441,7 +456,9 @@ class OvDir(OvNode):
             return self._new(name, OvFile(self.fs, None, st, bytearray()))
         if fmt == S.S_IFIFO:
             return self._new(name, OvFifo(self.fs, None, st))
-        raise err(errno.EPERM)  # no device or socket nodes
+        if fmt == S.S_IFSOCK:
+            return self._new(name, OvSocket(self.fs, None, st))
+        raise err(errno.EPERM)  # no device nodes
 
     def symlink(self, name, target, creds):
         st = Stat(S.S_IFLNK | 0o777, *_owner(creds), dev=self.fs.dev, size=len(target))

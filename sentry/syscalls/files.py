@@ -860,9 +860,9 @@ def sys_mkdirat(t: Task, dirfd: int, path: int, mode: int) -> int:
 def sys_mknodat(t: Task, dirfd: int, path: int, mode: int, dev: int) -> int:
     mode &= 0xFFFFFFFF
     fmt = S.S_IFMT(mode) or S.S_IFREG
-    if fmt in (S.S_IFCHR, S.S_IFBLK, S.S_IFSOCK):
+    if fmt in (S.S_IFCHR, S.S_IFBLK):
         raise SyscallError(errno.EPERM)
-    if fmt not in (S.S_IFREG, S.S_IFIFO):
+    if fmt not in (S.S_IFREG, S.S_IFIFO, S.S_IFSOCK):
         raise SyscallError(errno.EINVAL)
     p = _path(t, path)
     t.kernel.vfs.mknod(t.fs, _start(t, dirfd, p), p, fmt | (mode & 0o7777), t)
@@ -1051,8 +1051,8 @@ ENTRIES = entries(
     supported("fchdir", sys_fchdir, args=(FD,)),
     supported("mkdir", sys_mkdir, args=(Path, Hex)),
     supported("mkdirat", sys_mkdirat, args=(DirFD, Path, Hex)),
-    partial("mknod", sys_mknod, args=(Path, Hex, Hex), note="regular files and FIFOs; devices and sockets: EPERM"),
-    partial("mknodat", sys_mknodat, args=(DirFD, Path, Hex, Hex), note="regular files and FIFOs; devices and sockets: EPERM"),
+    partial("mknod", sys_mknod, args=(Path, Hex, Hex), note="no device nodes (EPERM)"),
+    partial("mknodat", sys_mknodat, args=(DirFD, Path, Hex, Hex), note="no device nodes (EPERM)"),
     supported("rmdir", sys_rmdir, args=(Path,)),
     supported("unlink", sys_unlink, args=(Path,)),
     supported("unlinkat", sys_unlinkat, args=(DirFD, Path, Flags(AT_FLAGS))),
