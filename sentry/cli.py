@@ -35,6 +35,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=None, help="seed for address randomization (reproducible runs)")
     run.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                      help="end the sandbox after SECONDS (exit status 124)")
+    run.add_argument("--memory", type=_size, default=None, metavar="BYTES",
+                     help="guest memory limit (suffix K, M or G); past it the guest gets ENOMEM")
+    run.add_argument("--pids", type=_positive, default=None, metavar="N",
+                     help="at most N tasks (threads and unreaped processes); past it fork/clone fail with EAGAIN")
+    run.add_argument("--nofile", type=_positive, default=4096, metavar="N",
+                     help="hard limit of open files per process (RLIMIT_NOFILE; default 4096)")
+    run.add_argument("--cpus", type=_positive, default=None, metavar="N",
+                     help="run the sandbox on at most N host CPUs")
+    run.add_argument("--seccomp", action=argparse.BooleanOptionalAction, default=False,
+                     help="put the Sentry itself under its seccomp allowlist once started (docs/SECURITY.md)")
     run.add_argument("--debug", action="store_true", help="report unsupported calls and guest faults")
     run.add_argument("--stats", action="store_true",
                      help="at the end, print totals of system calls, faults and signals, and where the time went")
@@ -51,6 +61,29 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("syscalls", help="list the system-call table with each call's status")
     tracecmd.add_parser(sub)
     return p
+
+
+def _size(text: str) -> int:
+    """BYTES with an optional K, M or G suffix (powers of 1024)."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    scale = units.get(text[-1:].lower(), 1)
+    try:
+        value = int(text[:-1] if scale > 1 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a size such as 512M") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
+    return value
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -75,6 +108,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         config = Config(platform=args.platform, rootfs=args.rootfs, overlay=args.overlay, cwd=cwd,
                         seed=args.seed, debug=args.debug, timeout=args.timeout, stats=args.stats,
+                        memory_limit=args.memory, pids_limit=args.pids, nofile_limit=args.nofile, cpus=args.cpus,
+                        seccomp=args.seccomp,
                         **_strace_options(args))
         status = run_program(config, [os.fsencode(a) for a in argv], env)
     except SandboxError as e:

@@ -11,6 +11,7 @@ Lock order: Kernel.lock > MemoryManager.lock > COW_LOCK > MemoryFile._lock.
 """
 from __future__ import annotations
 
+import os
 import random
 import signal as S
 import sys
@@ -51,6 +52,8 @@ class Kernel:
         self.init_status: int | None = None
         self.crash: BaseException | None = None
         self.boot_ns = time.monotonic_ns()
+        if config.cpus is not None:  # threads and stubs started from now on inherit it
+            os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:config.cpus])
 
     # ------------------------------------------------------------ helpers
     def allocate_pid(self) -> int:
@@ -134,7 +137,9 @@ class Kernel:
         group = ThreadGroup(pid, None, "")
         group.start_ns = time.monotonic_ns()
         fs = FSContext.initial(self.vfs, self.config.cwd)
-        task = Task(self, pid, group, None, FDTable.stdio(), fs, None, self.platform.new_context())  # type: ignore[arg-type]
+        fds = FDTable.stdio()
+        fds.limit = min(fds.limit, self.config.nofile_limit)  # RLIMIT_NOFILE's soft limit
+        task = Task(self, pid, group, None, fds, fs, None, self.platform.new_context())  # type: ignore[arg-type]
         group.tasks.append(task)
         with self.lock:
             self.tasks[pid] = task

@@ -44,6 +44,8 @@ def do_clone(t: Task, flags: int, stack: int, parent_tid: int, child_tid: int, t
         raise SyscallError(errno.EINVAL)
     if flags & _NAMESPACES:
         raise SyscallError(errno.EPERM)
+    if _over_pids(kernel):
+        raise SyscallError(errno.EAGAIN)
     tid = kernel.allocate_pid()
     if flags & CLONE_THREAD:
         group = t.group
@@ -83,13 +85,20 @@ def do_clone(t: Task, flags: int, stack: int, parent_tid: int, child_tid: int, t
     if flags & CLONE_CHILD_SETTID:
         mm.write_u32(child_tid, tid)
     with kernel.lock:
-        if t.group.exit_status is not None:
-            raise SyscallError(errno.EINTR)
-        group.tasks.append(child)
-        kernel.tasks[tid] = child
-        if not flags & CLONE_THREAD:
-            kernel.groups[tid] = group
-            group.parent.children.append(group)  # type: ignore[union-attr]
+        refused = errno.EINTR if t.group.exit_status is not None else errno.EAGAIN if _over_pids(kernel) else 0
+        if not refused:
+            group.tasks.append(child)
+            kernel.tasks[tid] = child
+            if not flags & CLONE_THREAD:
+                kernel.groups[tid] = group
+                group.parent.children.append(group)  # type: ignore[union-attr]
+    if refused:  # undo what the child would have owned
+        if mm is not t.mm:
+            mm.release()
+        if fds is not t.fds:
+            fds.close_all()
+        child.context.release()
+        raise SyscallError(refused)
     if flags & CLONE_VFORK:
         child.vfork_parent = t
     setup = None if flags & CLONE_VM else (lambda: mm.activate(kernel.platform.new_address_space()))
@@ -99,6 +108,16 @@ def do_clone(t: Task, flags: int, stack: int, parent_tid: int, child_tid: int, t
     if flags & CLONE_VFORK:
         wait_until(t, (group.child_events,), lambda: child.vfork_done, interruptible=False)
     return tid
+
+
+def _over_pids(kernel) -> bool:
+    """True if --pids leaves no room for one more task. It counts as the
+    pids cgroup does: live tasks and zombies not yet reaped."""
+    limit = kernel.config.pids_limit
+    if limit is None:
+        return False
+    with kernel.lock:
+        return len(kernel.tasks) + sum(1 for g in kernel.groups.values() if g.zombie) >= limit
 
 
 def sys_clone(t: Task, flags: int, stack: int, parent_tid: int, child_tid: int, tls: int) -> int:
