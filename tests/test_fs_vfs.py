@@ -379,16 +379,9 @@ def test_memory_budget(vfs, fs):
     assert vfs.rootfs.used == vfs.rootfs.size_limit - 1000  # freed with the last reference
 
 
-def test_unix_socket_names(vfs, fs):
-    endpoint = object()
-    vfs.bind_socket(fs, None, b"/a/sock", endpoint)
-    assert stat.S_ISSOCK(vfs.lookup(fs, None, b"/a/sock").stat().st_mode)
-    assert vfs.connect_socket(fs, None, b"/a/sock") is endpoint
-    assert errno_of(vfs.bind_socket, fs, None, b"/a/sock", endpoint) == errno.EADDRINUSE
-    assert errno_of(vfs.connect_socket, fs, None, b"/a/other") == errno.ECONNREFUSED
-    assert errno_of(vfs.connect_socket, fs, None, b"/a/none") == errno.ENOENT
-    assert errno_of(vfs.open, fs, None, b"/a/sock", O_RDONLY) == errno.ENXIO
+
+def test_mknod_socket_inode(vfs, fs):
     vfs.mknod(fs, None, b"/a/unbound", stat.S_IFSOCK | 0o600)
-    assert errno_of(vfs.connect_socket, fs, None, b"/a/unbound") == errno.ECONNREFUSED
-    vfs.unlink(fs, None, b"/a/sock")
-    assert errno_of(vfs.connect_socket, fs, None, b"/a/sock") == errno.ENOENT
+    assert stat.S_ISSOCK(vfs.lookup(fs, None, b"/a/unbound").stat().st_mode)
+    assert errno_of(vfs.open, fs, None, b"/a/unbound", O_RDONLY) == errno.ENXIO
+    assert errno_of(vfs.mknod, fs, None, b"/a/dev", stat.S_IFCHR | 0o600) == errno.EPERM

@@ -181,15 +181,11 @@ class OvFifo(OvNode):
 
 
 class OvSocket(OvNode):
-    """A Unix socket's name (bind, or mknod S_IFSOCK): ``endpoint`` is
-    whatever the socket layer bound there (None: nobody listens)."""
+    """A socket inode made by mknod(S_IFSOCK): nobody listens on it (bound
+    Unix sockets are sentry.net's own nodes)."""
 
-    __slots__ = ("endpoint",)
+    __slots__ = ()
     kind = S.S_IFSOCK
-
-    def __init__(self, fs, lower, meta, endpoint: object = None):
-        super().__init__(fs, lower, meta)
-        self.endpoint = endpoint
 
     def open(self, path, flags, ctx):
         raise err(errno.ENXIO)

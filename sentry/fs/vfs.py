@@ -339,29 +339,6 @@ class VFS:
             raise err(errno.EEXIST)
         return d.mknod(name, S.S_IFMT(mode) | (mode & ~fs.umask & 0o7777), creds_of(ctx))
 
-    def bind_socket(self, fs: "FSContext", start: Node | None, path: bytes, endpoint: object,
-                    ctx=None) -> None:
-        """bind(2) of a Unix socket to ``path``: a socket name whose
-        ``endpoint`` ``connect_socket`` finds. EADDRINUSE if the name exists."""
-        try:
-            node = self.mknod(fs, start, path, S.S_IFSOCK | 0o777, ctx)
-        except SyscallError as e:
-            raise err(errno.EADDRINUSE if e.errno == errno.EEXIST else e.errno) from None
-        node.endpoint = endpoint
-
-    def connect_socket(self, fs: "FSContext", start: Node | None, path: bytes, ctx=None) -> object:
-        """The endpoint bound at ``path`` (connect(2) of a Unix socket):
-        ECONNREFUSED if it is a socket name nobody listens on, ENOENT or
-        the like if there is none."""
-        node = self.lookup(fs, start, path, True, ctx)
-        check_access(node, creds_of(ctx), W_OK)
-        if node.kind != S.S_IFSOCK:
-            raise err(errno.ECONNREFUSED)
-        endpoint = getattr(node, "endpoint", None)
-        if endpoint is None:
-            raise err(errno.ECONNREFUSED)
-        return endpoint
-
     def unlink(self, fs: "FSContext", start: Node | None, path: bytes, ctx=None) -> None:
         d, name, trailing = self._parent_for_change(fs, start, path, ctx, errno.EISDIR)
         if self._taken(d, name):
