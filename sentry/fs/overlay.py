@@ -462,12 +462,9 @@ class OvDir(OvNode):
         return self._new(name, OvSymlink(self.fs, None, st, target))
 
     def add_node(self, name: bytes, node: Node) -> Node:
-        """Insert a node of another kind (a device) into this directory."""
-        with self.fs.lock:
-            if self._has(name):
-                raise err(errno.EEXIST)
-            self._add(name, node)
-        return node
+        """Insert a node made elsewhere (a device, a bound Unix socket's
+        name) into this directory. EROFS, EEXIST, ENAMETOOLONG."""
+        return self._new(name, node)
 
     def link(self, name, node):
         if node.kind == S.S_IFDIR:
