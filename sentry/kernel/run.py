@@ -7,7 +7,8 @@ ends the sandbox with a report (never a made-up errno for the guest).
 Signals are delivered here, at the return to the guest, only when one is
 pending: the common path costs one attribute test. With ``--stats`` the
 same loop runs over ``sentry.stats.TimedContext`` (counting wrappers of
-``switch`` and ``deliver``).
+``switch`` and ``deliver``). With policy hooks (``sentry.policy``) it runs
+over a table whose hooked entries are wrapped; no hooks, the same table.
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def _unknown(task: Task, nr: int) -> int:
 def run_task(task: Task) -> int:
     """Run ``task`` until it exits; return its wait status (raises
     GuestExit for the same)."""
-    table = dispatch_list()
+    policy = task.kernel.policy  # sentry.policy: hooked entries wrapped, the others untouched
+    table = dispatch_list() if policy is None else policy.table(dispatch_list())
     tracer = task.kernel.tracer
     stats = task.kernel.stats
     context = task.context if stats is None else stats.context(task)
@@ -70,7 +72,7 @@ def run_task(task: Task) -> int:
             task.arch.regs.rax = result & _MASK
         elif kind is _SIGNAL:
             _fault(task)
-        if task.pending or group.pending or group.exit_status is not None:
+        if task.pending or group.pending or group.exit_status is not None or group.stopped:
             deliver(task, result)
 
 

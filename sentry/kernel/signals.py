@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from sentry.errors import GuestExit, SyscallError
 from sentry.kernel.task import SigAction, Task, ThreadGroup, killed_status
-from sentry.kernel.wait import ERESTARTNOHAND, ERESTARTSYS, interrupt_wait
+from sentry.kernel.wait import ERESTARTNOHAND, ERESTARTSYS, interrupt_wait, wait_until
 
 if TYPE_CHECKING:
     from sentry.kernel.kernel import Kernel
@@ -27,7 +27,7 @@ SA_NOCLDSTOP, SA_NOCLDWAIT, SA_SIGINFO, SA_RESTORER = 1, 2, 4, 0x04000000
 SA_ONSTACK, SA_RESTART, SA_NODEFER, SA_RESETHAND = 0x08000000, 0x10000000, 0x40000000, 0x80000000
 SS_ONSTACK, SS_DISABLE = 1, 2
 SI_USER, SI_KERNEL, SI_TKILL = 0, 0x80, -6
-CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
+CLD_EXITED, CLD_KILLED, CLD_DUMPED, CLD_STOPPED, CLD_CONTINUED = 1, 2, 3, 5, 6
 UNBLOCKABLE = (1 << (S.SIGKILL - 1)) | (1 << (S.SIGSTOP - 1))
 DEFAULT_IGNORE = frozenset({S.SIGCHLD, S.SIGURG, S.SIGWINCH, S.SIGCONT})
 STOP_SIGNALS = frozenset({S.SIGSTOP, S.SIGTSTP, S.SIGTTIN, S.SIGTTOU})
@@ -78,6 +78,12 @@ def send(kernel: "Kernel", group: ThreadGroup, signo: int, info: bytes, task: Ta
             return
         if signo == S.SIGCONT:
             group.pending &= ~sum(bit(s) for s in STOP_SIGNALS)
+            for t in group.tasks:
+                t.pending &= ~sum(bit(s) for s in STOP_SIGNALS)
+            if group.stopped:
+                _continue(kernel, group)
+        elif signo in STOP_SIGNALS:
+            group.pending &= ~bit(S.SIGCONT)
         if is_ignored(group, signo) and signo != S.SIGKILL:
             return
         if task is not None:
@@ -92,6 +98,46 @@ def send(kernel: "Kernel", group: ThreadGroup, signo: int, info: bytes, task: Ta
                 targets = list(group.tasks)
     for t in targets[:1] if signo != S.SIGKILL else targets:
         wake(t)
+
+
+def _continue(kernel: "Kernel", group: ThreadGroup) -> None:
+    """SIGCONT: resume a stopped process and tell its parent (WCONTINUED)."""
+    group.stopped = False
+    group.stop_report = None
+    group.continued_report = True
+    group.resume.notify()
+    parent = group.parent
+    if parent is not None:
+        parent.child_events.notify()
+        if not parent.sigactions[S.SIGCHLD].flags & SA_NOCLDSTOP:
+            send(kernel, parent, S.SIGCHLD, siginfo(S.SIGCHLD, CLD_CONTINUED, pid=group.pid, status=S.SIGCONT))
+
+
+def _stop(task: Task, signo: int) -> None:
+    """A stop signal's default action: the whole process stops until
+    SIGCONT (or SIGKILL); the parent learns of it (WUNTRACED, SIGCHLD)."""
+    kernel, group = task.kernel, task.group
+    with kernel.lock:
+        if not group.stopped:
+            group.stopped = True
+            group.stop_report = signo
+            group.continued_report = False
+            others = [t for t in group.tasks if t is not task]
+            parent = group.parent
+        else:
+            others, parent = [], None
+    for t in others:
+        wake(t)
+    if parent is not None:
+        parent.child_events.notify()
+        if not parent.sigactions[S.SIGCHLD].flags & SA_NOCLDSTOP:
+            send(kernel, parent, S.SIGCHLD, siginfo(S.SIGCHLD, CLD_STOPPED, pid=group.pid, status=signo))
+
+
+def _wait_while_stopped(task: Task) -> None:
+    group = task.group
+    wait_until(task, (group.resume,), lambda: not group.stopped or bool(task.pending & bit(S.SIGKILL))
+               or group.exit_status is not None, interruptible=False)
 
 
 def wake(task: Task) -> None:
@@ -128,6 +174,9 @@ def deliver(task: Task, syscall_result: int | None) -> None:
     while True:
         if task.group.exit_status is not None:
             raise GuestExit(task.group.exit_status)
+        if task.group.stopped:
+            _wait_while_stopped(task)
+            continue
         item = _dequeue(task)
         if item is None:
             break
@@ -136,8 +185,11 @@ def deliver(task: Task, syscall_result: int | None) -> None:
         if action.handler == 1:
             continue
         if action.handler == 0:
-            if signo in DEFAULT_IGNORE or signo in STOP_SIGNALS:
-                continue  # job-control stops are not modelled: treated as ignored
+            if signo in STOP_SIGNALS:
+                _stop(task, signo)
+                continue
+            if signo in DEFAULT_IGNORE:
+                continue
             task.kernel.exit_group(task.group, killed_status(signo))
             raise GuestExit(task.group.exit_status)  # type: ignore[arg-type]
         if restart:

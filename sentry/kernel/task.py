@@ -75,7 +75,11 @@ class ThreadGroup:
         self.exit_signal = 17  # SIGCHLD: sent to the parent at exit
         self.pending = 0  # process-directed signals (bitmask, bit signo-1)
         self.siginfo: dict[int, bytes] = {}  # signo -> siginfo_t for pending signals
-        self.child_events = WaitQueue()  # a child exited (wait4 waits here)
+        self.child_events = WaitQueue()  # a child exited, stopped or continued (wait4 waits here)
+        self.stopped = False  # job-control stop (SIGSTOP...) until SIGCONT
+        self.stop_report: int | None = None  # the stop signal, until a WUNTRACED wait reports it
+        self.continued_report = False  # until a WCONTINUED wait reports it
+        self.resume = WaitQueue()  # stopped tasks wait here for SIGCONT
         self.rlimits: dict[int, tuple[int, int]] = dict(parent.rlimits) if parent else {}
         self.start_ns = 0
 

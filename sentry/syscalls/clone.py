@@ -158,20 +158,39 @@ def _matches(t: Task, child: ThreadGroup, idtype: int, ident: int, options: int)
     return clone_child == bool(options & __WCLONE)
 
 
-def _wait(t: Task, idtype: int, ident: int, options: int) -> ThreadGroup | None:
-    """The zombie child to report, None with WNOHANG, ECHILD if none can come."""
+def _event(child: ThreadGroup, options: int) -> int | None:
+    """The wait status ``child`` has to report under ``options``, if any:
+    an exit, a stop (WUNTRACED) or a continue (WCONTINUED)."""
+    if child.zombie and options & WEXITED:
+        return child.exit_status or 0
+    if options & WUNTRACED and child.stop_report is not None:
+        return (child.stop_report << 8) | 0x7F
+    if options & WCONTINUED and child.continued_report:
+        return 0xFFFF
+    return None
+
+
+def _wait(t: Task, idtype: int, ident: int, options: int) -> tuple[ThreadGroup, int] | None:
+    """The child to report and its status; None with WNOHANG; ECHILD if
+    none can ever come. A reported stop or continue is consumed unless
+    WNOWAIT."""
     kernel = t.kernel
-    groups = [t.group]
-    found: list[ThreadGroup] = []
+    found: list[tuple[ThreadGroup, int]] = []
 
     def ready() -> bool:
         with kernel.lock:
-            candidates = [c for g in groups for c in g.children if _matches(t, c, idtype, ident, options)]
+            candidates = [c for c in t.group.children if _matches(t, c, idtype, ident, options)]
             if not candidates:
                 raise SyscallError(errno.ECHILD)
             for c in candidates:
-                if c.zombie:
-                    found.append(c)
+                status = _event(c, options)
+                if status is not None:
+                    if not options & WNOWAIT and not c.zombie:
+                        if status == 0xFFFF:
+                            c.continued_report = False
+                        else:
+                            c.stop_report = None
+                    found.append((c, status))
                     return True
         return False
 
@@ -198,35 +217,43 @@ def sys_wait4(t: Task, pid: int, status_addr: int, options: int, rusage: int) ->
         idtype, ident = P_PID, pid
     else:
         idtype, ident = P_PGID, (t.group.pgid if pid == 0 else -pid)
-    child = _wait(t, idtype, ident, options)
-    if child is None:
+    got = _wait(t, idtype, ident, options | WEXITED)
+    if got is None:
         return 0
+    child, status = got
     if status_addr:
-        t.mm.write_u32(status_addr, child.exit_status or 0)
+        t.mm.write_u32(status_addr, status)
     if rusage:
         t.mm.copy_out(rusage, bytes(144))
-    _reap(t, child)
+    if child.zombie:
+        _reap(t, child)
     return child.pid
 
 
 def sys_waitid(t: Task, idtype: int, ident: int, infop: int, options: int, rusage: int) -> int:
-    if not options & WEXITED:
+    if not options & (WEXITED | WUNTRACED | WCONTINUED):
         raise SyscallError(errno.EINVAL)
     if idtype not in (P_ALL, P_PID, P_PGID):
         raise SyscallError(errno.EINVAL)
-    child = _wait(t, idtype, s32(ident), options)
+    got = _wait(t, idtype, s32(ident), options)
     if infop:
-        if child is None:
+        if got is None:
             t.mm.copy_out(infop, bytes(128))
         else:
-            from sentry.kernel.signals import CLD_DUMPED, CLD_EXITED, CLD_KILLED, siginfo
+            from sentry.kernel import signals as sig
 
-            status = child.exit_status or 0
-            code = CLD_EXITED if not status & 0x7F else (CLD_DUMPED if status & 0x80 else CLD_KILLED)
-            value = (status >> 8) & 0xFF if code == CLD_EXITED else status & 0x7F
-            t.mm.copy_out(infop, siginfo(S.SIGCHLD, code, pid=child.pid, uid=child.creds.uid, status=value))
-    if child is not None and not options & WNOWAIT:
-        _reap(t, child)
+            child, status = got
+            if status == 0xFFFF:
+                code, value = sig.CLD_CONTINUED, S.SIGCONT
+            elif status & 0xFF == 0x7F:
+                code, value = sig.CLD_STOPPED, status >> 8
+            elif status & 0x7F:
+                code, value = (sig.CLD_DUMPED if status & 0x80 else sig.CLD_KILLED), status & 0x7F
+            else:
+                code, value = sig.CLD_EXITED, (status >> 8) & 0xFF
+            t.mm.copy_out(infop, sig.siginfo(S.SIGCHLD, code, pid=child.pid, uid=child.creds.uid, status=value))
+    if got is not None and got[0].zombie and not options & WNOWAIT:
+        _reap(t, got[0])
     return 0
 
 
@@ -238,6 +265,6 @@ ENTRIES = entries(
     partial("clone3", sys_clone3, args=(Struct("clone_args"), Size), note="no set_tid, no pidfd"),
     supported("fork", sys_fork),
     supported("vfork", sys_vfork),
-    partial("wait4", sys_wait4, args=(Int, Ptr, Flags(WAIT_NAMES), Ptr), note="exits only: stopped/continued children are not reported; rusage is zero"),
-    partial("waitid", sys_waitid, args=(Int, Int, Ptr, Flags(WAIT_NAMES), Ptr), note="exits only"),
+    partial("wait4", sys_wait4, args=(Int, Ptr, Flags(WAIT_NAMES), Ptr), note="rusage is zero"),
+    supported("waitid", sys_waitid, args=(Int, Int, Ptr, Flags(WAIT_NAMES), Ptr)),
 )
