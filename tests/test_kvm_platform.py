@@ -487,12 +487,13 @@ def test_simd_exception_is_sigfpe_with_the_linux_code(guest):
 
 
 def test_tlb_shootdown_kicks_vcpus_running_in_the_address_space(platform, guest):
-    """The VMX/SVM path, forced on here: an unmap makes a vCPU spinning on
-    the page leave the guest (INTERRUPT), and its next entry faults."""
+    """The VMX/SVM path, forced on here: an unmap makes a vCPU running in
+    the address space leave the guest (INTERRUPT) before unmap returns,
+    even though it never touches the page; later it faults on it."""
     platform.set_tlb_shootdown(True)
-    flag = guest.page(DATA2, b"", RW)
+    flags = guest.page(DATA2, b"", RW)  # +0: the guest is running, +8: go
     guest.page(DATA, b"", RW)
-    guest.load(f"1: movq $1, {DATA2}\n mov {DATA}, %rax\n jmp 1b")
+    guest.load(f"1: movq $1, {DATA2}\n cmpq $0, {DATA2 + 8}\n je 1b\n mov {DATA}, %rax\n ud2")
     events = []
 
     def spin():
@@ -503,9 +504,11 @@ def test_tlb_shootdown_kicks_vcpus_running_in_the_address_space(platform, guest)
 
     t = threading.Thread(target=spin)
     t.start()
-    while guest.memory.read(flag, 1) != b"\x01":  # the guest is running
+    while guest.memory.read(flags, 1) != b"\x01":
         pass
     guest.aspace.unmap(DATA, PAGE)  # returns only after the vCPU has left the guest
+    kicked = list(events)
+    guest.memory.write(flags + 8, b"\x01")
     t.join()
-    assert events == [EventKind.INTERRUPT, EventKind.SIGNAL]
-    assert guest.ctx.signal_info.addr == DATA
+    assert kicked == [EventKind.INTERRUPT]
+    assert events == [EventKind.INTERRUPT, EventKind.SIGNAL] and guest.ctx.signal_info.addr == DATA

@@ -99,6 +99,7 @@ struct sentry_kvm_vcpu {
     uint64_t batch_kva;
     pid_t tid;          /* the thread that drives it (for interrupt) */
     uint64_t in_as;     /* id of the address space it runs in during a switch, else 0 (atomic) */
+    uint64_t switches;  /* completed switches (atomic) */
 };
 
 struct sentry_kvm_vm {
@@ -222,11 +223,13 @@ void sentry_kvm_interrupt(struct sentry_kvm_vcpu *v);
 static void shoot_down(struct sentry_kvm_vm *vm, struct sentry_kvm_as *as) {
     for (int i = 0; i < MAX_VCPUS; i++) {
         struct sentry_kvm_vcpu *v = vm->vcpus[i];
-        if (!v || v->live != 1 || __atomic_load_n(&v->in_as, __ATOMIC_SEQ_CST) != as->id) continue;
-        for (int spins = 0; __atomic_load_n(&v->in_as, __ATOMIC_SEQ_CST) == as->id; spins++) {
-            if (spins % 1000 == 0) sentry_kvm_interrupt(v);
+        if (!v || v->live != 1) continue;
+        uint64_t seen = __atomic_load_n(&v->switches, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&v->in_as, __ATOMIC_SEQ_CST) != as->id) continue;
+        sentry_kvm_interrupt(v); /* immediate_exit stays set until that switch sees it */
+        while (__atomic_load_n(&v->in_as, __ATOMIC_SEQ_CST) == as->id &&
+               __atomic_load_n(&v->switches, __ATOMIC_SEQ_CST) == seen)
             sched_yield();
-        }
     }
 }
 
@@ -779,6 +782,7 @@ int sentry_kvm_switch(struct sentry_kvm_vcpu *v, struct sentry_kvm_as *as, struc
     __atomic_store_n(&v->in_as, as->id, __ATOMIC_SEQ_CST);
     int rc = run_guest(v, as, u, ex);
     __atomic_store_n(&v->in_as, 0, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&v->switches, 1, __ATOMIC_SEQ_CST);
     return rc;
 }
 
