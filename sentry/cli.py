@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seccomp", action=argparse.BooleanOptionalAction, default=False,
                      help="put the Sentry itself under its seccomp allowlist once started (docs/SECURITY.md)")
     run.add_argument("--debug", action="store_true", help="report unsupported calls and guest faults")
+    run.add_argument("--policy", action="append", default=[], metavar="FILE.py",
+                     help="load system-call policy hooks from FILE.py (its `policy`; repeat to compose)")
     run.add_argument("--stats", action="store_true",
                      help="at the end, print totals of system calls, faults and signals, and where the time went")
     run.add_argument("--strace", action="store_true", help="print every guest system call")
@@ -87,6 +89,7 @@ def _positive(text: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from sentry.policy import PolicyError
     from sentry.sandbox import SandboxError, exit_code, host_environment, run_program
     from sentry.strace import TraceError
 
@@ -106,12 +109,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         env = [e for e in env if not e.startswith(key)] + [os.fsencode(item)]
     cwd = args.cwd or (os.getcwd() if args.rootfs == "/" else "/")
     try:
+        policy = _policy(args.policy)
+    except PolicyError as e:
+        print(f"sentry: run: --policy {e}", file=sys.stderr)
+        return 2
+    try:
         config = Config(platform=args.platform, rootfs=args.rootfs, overlay=args.overlay, cwd=cwd,
                         seed=args.seed, debug=args.debug, timeout=args.timeout, stats=args.stats,
                         memory_limit=args.memory, pids_limit=args.pids, nofile_limit=args.nofile, cpus=args.cpus,
                         seccomp=args.seccomp,
                         **_strace_options(args))
-        status = run_program(config, [os.fsencode(a) for a in argv], env)
+        status = run_program(config, [os.fsencode(a) for a in argv], env, policy)
+    except PolicyError as e:  # a hook raised
+        print(f"sentry: {e}", file=sys.stderr)
+        return 125
     except SandboxError as e:
         print(f"sentry: {e}", file=sys.stderr)
         return e.exit_code
@@ -119,6 +130,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"sentry: run: {e}", file=sys.stderr)
         return 2
     return exit_code(status)
+
+
+def _policy(files: list[str]):
+    """The composed policy of the --policy files (None: none given).
+    Raises PolicyError."""
+    if not files:
+        return None
+    from sentry.policy import compose, load_policy_file
+
+    return compose(*(load_policy_file(f) for f in files))
 
 
 def _strace_options(args: argparse.Namespace) -> dict[str, object]:

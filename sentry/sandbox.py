@@ -1,21 +1,25 @@
 """Running one program in a sandbox: the layer `sentry run` stands on.
 
-``run_program(config, argv)`` builds a Kernel on the chosen platform,
-starts PID 1 on its own OS thread (the thread that will trace its stub),
-waits for it and returns a wait(2) status. Errors the user can act on are
-``SandboxError`` with a one-line message and a shell-style exit code.
+``run_program(config, argv, envp)`` runs a program through the Python
+API (``sentry.api``: a Kernel on the chosen platform, PID 1 on its own OS
+thread) on the Sentry's own stdio, with signal forwarding, and returns a
+wait(2) status. Errors the user can act on are ``SandboxError`` with a
+one-line message and a shell-style exit code.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
-import sys
+from typing import TYPE_CHECKING
 
 from platforms import base
-from sentry.errors import ExecError
 from sentry.config import Config
-from sentry.kernel.kernel import Kernel, exec_error_status
+
+if TYPE_CHECKING:
+    from sentry.api import Process
+    from sentry.policy import Policy
 
 
 class SandboxError(Exception):
@@ -38,60 +42,25 @@ def pick_platform(name: str) -> type[base.Platform]:
     return cls
 
 
-def run_program(config: Config, argv: list[bytes], envp: list[bytes]) -> int:
-    """Run argv in a new sandbox; return the init process's wait(2) status."""
-    platform = pick_platform(config.platform)
-    tracer = None
-    if config.strace:
-        from sentry.strace import make_tracer
+def run_program(config: Config, argv: list[bytes], envp: list[bytes], policy: "Policy | None" = None) -> int:
+    """Run argv in a new sandbox on the caller's stdio, forwarding SIGINT,
+    SIGTERM and SIGHUP to the guest; return the init process's wait(2)
+    status (124 << 8 after ``config.timeout``). A thin layer over
+    ``sentry.api``; raises SandboxError, or PolicyError if a hook raised."""
+    from sentry.api import INHERIT, Sandbox
 
-        try:
-            tracer = make_tracer(config)
-        except OSError as e:
-            raise SandboxError(f"cannot write the trace: {e}", 2) from None
-    kernel = Kernel(config, platform)
-    kernel.tracer = tracer
-    sys.setswitchinterval(0.001)
-    try:
-        try:
-            kernel.start(argv, envp)
-        except ExecError as e:
-            raise SandboxError(e.message, exec_error_status(e)) from None
-        with _forward_signals(kernel):
-            timed_out = not kernel.done.wait(config.timeout)
-        if timed_out:
-            kernel.debug(f"--timeout {config.timeout}s reached: ending the sandbox")
-            kernel.end()
-            return 124 << 8
-    finally:
-        kernel.close()
-    if kernel.crash is not None:
-        if config.debug:
-            import traceback
-
-            traceback.print_exception(kernel.crash)
-        raise SandboxError(f"internal error: {type(kernel.crash).__name__}: {kernel.crash}", 125)
-    status = kernel.init_status
-    assert status is not None
-    return status
+    sandbox = Sandbox.from_config(dataclasses.replace(config, env=list(envp)), policy)
+    proc = sandbox.start(argv, stdin=INHERIT, stdout=INHERIT, stderr=INHERIT)
+    with _forward_signals(proc):
+        return proc.wait(config.timeout)
 
 
 @contextlib.contextmanager
-def _forward_signals(kernel: Kernel):
+def _forward_signals(proc: "Process"):
     """SIGINT, SIGTERM and SIGHUP sent to the Sentry go to the guest's
     foreground process group (init's), as a terminal would send them."""
-    def forward(signo, _frame) -> None:
-        from sentry.kernel import signals
-
-        init = kernel.init
-        if init is None:
-            return
-        with kernel.lock:
-            groups = [g for g in kernel.groups.values() if g.pgid == init.pgid and not g.zombie]
-        for g in groups:
-            signals.send(kernel, g, signo, signals.siginfo(signo, signals.SI_USER))
-
-    previous = {signo: signal.signal(signo, forward) for signo in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    previous = {signo: signal.signal(signo, lambda signo, _frame: proc.send_signal(signo))
+                for signo in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:

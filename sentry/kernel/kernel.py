@@ -47,6 +47,7 @@ class Kernel:
         self.init: ThreadGroup | None = None
         self.reported_enosys: set[int] = set()
         self.tracer = None  # sentry.strace hook, or None
+        self.policy = None  # sentry.policy.Policy with hooks, or None
         self.stats = Stats(config.platform) if config.stats else None  # sentry run --stats
         self.done = threading.Event()  # set when init has exited
         self.init_status: int | None = None
@@ -84,6 +85,10 @@ class Kernel:
         mm = self.new_mm()
         try:
             image = load(mm, lambda p: self.vfs.open_exec(task.fs, p), path, argv, envp, self.rng, task.creds)
+            if self.policy is not None:  # exec hooks may refuse the program (ExecError)
+                from sentry.policy.dispatch import exec_event
+
+                exec_event(self.policy, task, image.exe_path, argv)
         except BaseException:
             mm.release()
             raise
@@ -130,14 +135,15 @@ class Kernel:
             parent.group.child_events.notify()
 
     # -------------------------------------------------------------- start
-    def start(self, argv: list[bytes], envp: list[bytes]) -> None:
+    def start(self, argv: list[bytes], envp: list[bytes], stdio: tuple[int, int, int] = (0, 1, 2)) -> None:
         """Start PID 1 running argv; returns once it has exec'd (or raises
-        ExecError: the program could not start)."""
+        ExecError: the program could not start). ``stdio``: the host fds
+        (borrowed, kept open by the caller) behind the guest's 0, 1, 2."""
         pid = self.allocate_pid()
         group = ThreadGroup(pid, None, "")
         group.start_ns = time.monotonic_ns()
         fs = FSContext.initial(self.vfs, self.config.cwd)
-        fds = FDTable.stdio()
+        fds = FDTable.stdio(stdio)
         fds.limit = min(fds.limit, self.config.nofile_limit)  # RLIMIT_NOFILE's soft limit
         task = Task(self, pid, group, None, fds, fs, None, self.platform.new_context())  # type: ignore[arg-type]
         group.tasks.append(task)
@@ -248,6 +254,10 @@ class Kernel:
                     parent.children.remove(group)
         if self.tracer is not None:
             self.tracer.event(group, "exit", group.exit_status)
+        if self.policy is not None:
+            from sentry.policy.dispatch import exit_event
+
+            exit_event(self.policy, group, group.exit_status)
         if group is self.init:
             self.init_status = group.exit_status
             self._end_sandbox()
