@@ -179,12 +179,17 @@ int sentry_vmexec_thread_init(struct sentry_vmexec_thread *t, uint8_t *mbox, int
 
 /* Wait until the stub leaves RUN; returns the new state or -ESRCH.
  * stub_was_awake: it was not asleep when released (see vmexec_spin).
- * pending (or NULL): set while an interrupt is asked for. A stub thread
- * that ignores one for INTERRUPT_PATIENCE slices (it can only have blocked
- * the signal with a forged rt_sigreturn) is killed, with its process: a
- * guest must never be able to hang the Sentry. */
-#define INTERRUPT_PATIENCE 20
-static int wait_state(struct sentry_vmexec_thread *t, int stub_was_awake, const int *pending) {
+ * A guest must never be able to hang the Sentry, so a stub thread that
+ * keeps it waiting too long is killed, with its process:
+ * - pending (or NULL) is set while an interrupt is asked for; ignoring one
+ *   for PATIENCE slices means the guest blocked the signal (with a forged
+ *   rt_sigreturn);
+ * - bounded: the wait is for the stub's own code (its first event, its
+ *   exit), which other guest threads could only delay by scribbling on
+ *   its slot. */
+#define PATIENCE 20          /* slices of WAIT_SLICE_NS: one second */
+#define PATIENCE_BOUNDED 100 /* five seconds: a stub thread's own code is quick */
+static int wait_state(struct sentry_vmexec_thread *t, int stub_was_awake, const int *pending, int bounded) {
     const struct timespec slice = {0, WAIT_SLICE_NS};
     struct vmexec_msg *m = t->msg;
     struct vmexec_global *g = t->global;
@@ -200,8 +205,8 @@ static int wait_state(struct sentry_vmexec_thread *t, int stub_was_awake, const 
         if ((s = __atomic_load_n(&m->state, __ATOMIC_ACQUIRE)) != VMEXEC_RUN) return s;
         if (r != -ETIMEDOUT) continue;
         if (!alive(t->pidfd)) return -ESRCH;
-        ignored = pending && __atomic_load_n(pending, __ATOMIC_RELAXED) ? ignored + 1 : 0;
-        if (ignored == INTERRUPT_PATIENCE) syscall(SYS_pidfd_send_signal, t->pidfd, SIGKILL, 0, 0);
+        ignored = bounded || (pending && __atomic_load_n(pending, __ATOMIC_RELAXED)) ? ignored + 1 : 0;
+        if (ignored == (bounded ? PATIENCE_BOUNDED : PATIENCE)) syscall(SYS_pidfd_send_signal, t->pidfd, SIGKILL, 0, 0);
     }
 }
 
@@ -231,13 +236,13 @@ static int validate(struct sentry_vmexec_thread *t) {
     return 0;
 }
 
-static int wait_event(struct sentry_vmexec_thread *t, int stub_was_awake, const int *pending) {
-    int s = wait_state(t, stub_was_awake, pending);
+static int wait_event(struct sentry_vmexec_thread *t, int stub_was_awake, const int *pending, int bounded) {
+    int s = wait_state(t, stub_was_awake, pending, bounded);
     if (s < 0) return s;
     return s == VMEXEC_EVENT ? validate(t) : -ESRCH;
 }
 
-int sentry_vmexec_wait_event(struct sentry_vmexec_thread *t) { return wait_event(t, 0, 0); }
+int sentry_vmexec_wait_event(struct sentry_vmexec_thread *t) { return wait_event(t, 0, 0, 1); }
 
 /* Load an XSAVE area into the frame: the kernel's software bytes stay, and
  * whatever XRSTOR would refuse (reserved MXCSR bits, a compacted or
@@ -311,7 +316,7 @@ static long vm_exec(struct sentry_vmexec_caller *self, struct sentry_vmexec_thre
     __atomic_store_n(&m->state, VMEXEC_RUN, __ATOMIC_SEQ_CST);
     int stub_awake = !__atomic_load_n(&m->stub_sleeping, __ATOMIC_SEQ_CST);
     if (!stub_awake) futex(&m->state, FUTEX_WAKE, 1, 0);
-    int r = wait_event(t, stub_awake, &self->pending);
+    int r = wait_event(t, stub_awake, &self->pending, 0);
     __atomic_store_n(&self->running, 0, __ATOMIC_SEQ_CST);
     if (r) return r;
     uint64_t fpstate = ctx->sc.fpstate;
@@ -396,6 +401,6 @@ int sentry_vmexec_exit_thread(struct sentry_vmexec_thread *t) {
     m->cmd = VMEXEC_CMD_EXIT;
     __atomic_store_n(&m->state, VMEXEC_RUN, __ATOMIC_SEQ_CST);
     futex(&m->state, FUTEX_WAKE, 1, 0);
-    int s = wait_state(t, 0, 0);
+    int s = wait_state(t, 0, 0, 1);
     return s == VMEXEC_DEAD || s == -ESRCH ? 0 : -EPROTO;
 }
