@@ -72,7 +72,7 @@ def run_task(task: Task) -> int:
             task.arch.regs.rax = result & _MASK
         elif kind is _SIGNAL:
             _fault(task)
-        if task.pending or group.pending or group.exit_status is not None:
+        if task.pending or group.pending or group.exit_status is not None or group.stopped:
             deliver(task, result)
 
 
