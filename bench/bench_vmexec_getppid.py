@@ -140,6 +140,8 @@ def main() -> None:
     ap.add_argument("--floors", default=str(ROOT.parent / "shared" / "floors"))
     args = ap.parse_args()
     n, runs, reps = (5000, 3, 3) if args.quick else (20000, 5, 7)
+    with open("/proc/loadavg") as f:  # other work on this shared host skews everything below
+        print(f"load average at start: {' '.join(f.read().split()[:3])}\n")
 
     print(f"1. getppid round trip, Context.switch in a Python loop (ns, median of {runs} runs of {n})")
     floors = build_floors(pathlib.Path(args.floors))
