@@ -178,3 +178,11 @@ def test_signal_interrupts_a_read_of_host_stdin(platform):
         proc.stdin.close()
         proc.wait(timeout=60)
     assert out == b"interrupted\n", err
+
+
+def test_dev_stdin_and_stderr_reopen_host_stdio(sentry):
+    got = sentry.run("/bin/sh", "-c", "cat /dev/stdin; echo to-stderr > /dev/stderr; echo x > /dev/stdin",
+                     input=b"via /dev/stdin\n")
+    assert got.stdout == b"via /dev/stdin\n"
+    assert got.stderr.startswith(b"to-stderr\n")
+    assert b"Permission denied" in got.stderr  # a read-only host fd is never reopened for writing

@@ -21,7 +21,8 @@ import threading
 from typing import Callable
 
 from sentry.errors import SyscallError
-from sentry.fs.file import O_RDONLY, O_RDWR, O_WRONLY, POLLERR, HostFDFile
+from sentry.fs.file import O_ACCMODE, O_RDONLY, O_RDWR, O_WRONLY, POLLERR, HostFDFile
+from sentry.fs.node import FileSystem, Node
 
 TCGETS, TIOCGPGRP, TIOCGWINSZ, FIONREAD = 0x5401, 0x540F, 0x5413, 0x541B
 # request -> size of the struct the call fills
@@ -146,6 +147,47 @@ class HostPassthrough(HostFDFile):
         raise SyscallError(errno.ESPIPE)
 
 
+class StdioFS(FileSystem):
+    fs_type = "stdio"
+    magic = 0x1CD1  # DEVPTS_SUPER_MAGIC: what a terminal's fstatfs says
+
+
+STDIOFS = StdioFS()
+
+
+class StdioNode(Node):
+    """What /proc/self/fd/N (and /dev/stdin...) of a host stdio fd jumps
+    to: opening it makes another passthrough of the same borrowed host fd,
+    for an access mode the host fd allows (else EACCES: the Sentry never
+    reopens a host object, which could be a file the guest may not write)."""
+
+    __slots__ = ("hostfd", "host_mode")
+
+    def __init__(self, hostfd: int, host_mode: int):
+        super().__init__(STDIOFS)
+        self.hostfd = hostfd
+        self.host_mode = host_mode
+
+    @property
+    def kind(self) -> int:  # type: ignore[override]
+        try:
+            return S.S_IFMT(os.fstat(self.hostfd).st_mode)
+        except OSError:
+            return S.S_IFCHR
+
+    def stat(self):
+        try:
+            return os.fstat(self.hostfd)
+        except OSError as e:
+            raise SyscallError(e.errno) from None
+
+    def open(self, path, flags, ctx):
+        acc = flags & O_ACCMODE
+        if acc != self.host_mode and self.host_mode != O_RDWR:
+            raise SyscallError(errno.EACCES)
+        return HostPassthrough(self, path, flags, self.hostfd, owned=False)
+
+
 def stdio_files(host_fds: tuple[int, int, int] = (0, 1, 2)) -> list[HostPassthrough]:
     """Files for guest fds 0, 1, 2 over the Sentry's own (borrowed), or
     over the host fds ``host_fds`` (borrowed too: the caller closes them)."""
@@ -153,10 +195,11 @@ def stdio_files(host_fds: tuple[int, int, int] = (0, 1, 2)) -> list[HostPassthro
     out = []
     for fd, mode in zip(host_fds, modes):
         try:
-            fl = fcntl.fcntl(fd, fcntl.F_GETFL) & 3
+            fl = fcntl.fcntl(fd, fcntl.F_GETFL) & O_ACCMODE
         except OSError:
             fl = mode  # closed on the host: reads/writes will fail with EBADF
-        out.append(HostPassthrough(None, _stdio_path(fd), O_RDWR if fl == O_RDWR else mode, fd, owned=False))
+        mode = O_RDWR if fl == O_RDWR else mode
+        out.append(HostPassthrough(StdioNode(fd, mode), _stdio_path(fd), mode, fd, owned=False))
     return out
 
 
