@@ -91,9 +91,14 @@ def test_proc_fd_links(vfs, task):
     fd = task.fds.install(f)
     listed = {n for n, _, _ in vfs.lookup(task.fs, None, b"/proc/self/fd", True, task).readdir(task)}
     assert listed == {b"0", b"1", b"2", str(fd).encode()}
+    assert vfs.lookup(task.fs, None, b"/proc/self/fd/0", True, task).stat().st_mode == os.fstat(0).st_mode
     assert vfs.readlink(task.fs, None, b"/proc/self/fd/%d" % fd, task) == b"/etc/hostname"
     # a magic link opens the file it stands for, even through /dev/fd
     assert read(vfs, task, b"/dev/fd/%d" % fd) == open("/etc/hostname", "rb").read()
+    tmp = vfs.open(task.fs, None, b"/dev/shm/gone", O_RDWR | 0o100, 0o600, task)
+    tfd = task.fds.install(tmp)
+    vfs.unlink(task.fs, None, b"/dev/shm/gone", task)
+    assert vfs.readlink(task.fs, None, b"/proc/self/fd/%d" % tfd, task) == b"/dev/shm/gone (deleted)"
     r, w = new_pipe()
     rfd, wfd = task.fds.install(r), task.fds.install(w)
     assert vfs.readlink(task.fs, None, b"/proc/self/fd/%d" % rfd, task).startswith(b"pipe:[")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat as S
 import weakref
 from typing import TYPE_CHECKING
 
@@ -254,7 +255,11 @@ class PidDir(SynthDir):
 
 
 def fd_target(file) -> bytes:
-    """What readlink(/proc/PID/fd/N) shows for an open file."""
+    """What readlink(/proc/PID/fd/N) shows for an open file: its path, with
+    " (deleted)" once its last name is gone, as Linux shows it."""
+    node = file.node
+    if node is not None and node.kind == S.S_IFREG and node.stat().st_nlink == 0:
+        return file.path.encode() + b" (deleted)"
     return file.path.encode()
 
 
