@@ -381,7 +381,7 @@ class Process:
 
 def _result(status: int, timed_out: bool, out: bytes | None, err: bytes | None, stats: Stats) -> Result:
     if timed_out:
-        return Result(None, S.SIGKILL, out, err, stats, status, True)
+        return Result(None, int(S.SIGKILL), out, err, stats, status, True)
     if status & 0x7F:
         return Result(None, status & 0x7F, out, err, stats, status)
     return Result((status >> 8) & 0xFF, None, out, err, stats, status)

@@ -35,7 +35,8 @@ Ready policies (``sentry.policy.ready``): ``read_only``, ``no_network``,
 """
 from sentry.policy.core import (ALLOW, Deny, Kill, Policy, PolicyError, Return, compose,
                                 load_policy_file)
+from sentry.policy.ready import WriteLog, WriteRecord, exec_allowlist, no_network, read_only
 from sentry.policy.view import Call, FileOpen, ProcessEvent
 
 __all__ = ["ALLOW", "Call", "Deny", "FileOpen", "Kill", "Policy", "PolicyError", "ProcessEvent", "Return",
-           "compose", "load_policy_file"]
+           "WriteLog", "WriteRecord", "compose", "exec_allowlist", "load_policy_file", "no_network", "read_only"]
