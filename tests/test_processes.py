@@ -68,7 +68,7 @@ def test_python_subprocess_threads_and_pool(sentry):
     assert got.stdout == want.stdout
 
 
-@pytest.mark.parametrize("name", ["forkcow", "threads", "signals", "stopcont"])
+@pytest.mark.parametrize("name", ["forkcow", "threads", "signals", "stopcont", "robust"])
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_c_processes(sentry, cprog, name, mode):
     prog = cprog(name, mode)

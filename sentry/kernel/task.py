@@ -106,6 +106,7 @@ class Task:
         self.clear_child_tid = 0
         self.robust_list = (0, 0)
         self.sigaltstack = (0, 2, 0)  # ss_sp, ss_flags (SS_DISABLE), ss_size
+        self.pdeathsig = 0  # prctl(PR_SET_PDEATHSIG): sent when the parent process exits
         self.vfork_parent: "Task | None" = None  # released at exec or exit
         self.vfork_done = False
         self.exited = False

@@ -311,14 +311,19 @@ def sys_prctl(t: Task, option: int, a2: int, a3: int, a4: int, a5: int) -> int:
     if option == PR_GET_NAME:
         t.mm.copy_out(a2, t.comm.ljust(16, b"\0"))
         return 0
-    if option in (PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_VMA):
+    if option == PR_SET_PDEATHSIG:
+        if not 0 <= a2 <= 64:
+            raise SyscallError(errno.EINVAL)
+        t.pdeathsig = a2
+        return 0
+    if option in (PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_VMA):
         return 0
     if option == PR_GET_DUMPABLE:
         return 1
     if option == PR_GET_NO_NEW_PRIVS:
         return 0
     if option == PR_GET_PDEATHSIG:
-        t.mm.write_u32(a2, 0)
+        t.mm.write_u32(a2, t.pdeathsig)
         return 0
     if option == PR_CAPBSET_READ:
         return 1 if a2 < 41 else -errno.EINVAL
@@ -406,7 +411,7 @@ ENTRIES = entries(
     supported("prlimit64", sys_prlimit64, args=(Int, Enum(RLIMIT_NAMES), Struct("rlimit"), Ptr)),
     supported("getrlimit", sys_getrlimit, args=(Enum(RLIMIT_NAMES), Ptr)),
     supported("setrlimit", sys_setrlimit, args=(Enum(RLIMIT_NAMES), Struct("rlimit"))),
-    partial("prctl", sys_prctl, args=(Int, Hex, Hex, Hex, Hex), note="names, dumpable, no_new_privs, pdeathsig (accepted)"),
+    partial("prctl", sys_prctl, args=(Int, Hex, Hex, Hex, Hex), note="names, pdeathsig; dumpable and no_new_privs accepted"),
     supported("sched_getaffinity", sys_sched_getaffinity, args=(Int, Size, Ptr)),
     partial("sched_setaffinity", sys_sched_setaffinity, args=(Int, Size, Ptr), note="accepted, not applied"),
     supported("sched_yield", sys_sched_yield), supported("getcpu", sys_getcpu, args=(Ptr, Ptr, Ptr)),
