@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import signal as S
+import struct
 import sys
 import threading
 import time
@@ -204,6 +205,8 @@ class Kernel:
 
     def _task_exited(self, task: Task, status: int) -> None:
         """The task's thread is ending. Tear down what it alone held."""
+        if task.robust_list[0] and task.mm is not None:
+            _release_robust_futexes(task)
         if task.clear_child_tid and task.mm is not None:
             try:
                 task.mm.write_u32(task.clear_child_tid, 0)
@@ -239,6 +242,7 @@ class Kernel:
         with self.lock:
             group.zombie = True
             init = self.init
+            orphans = list(group.children)
             for child in group.children:
                 child.parent = init if init is not group else None
                 if init is not None and init is not group:
@@ -252,6 +256,10 @@ class Kernel:
                 self.groups.pop(group.pid, None)
                 if parent is not None:
                     parent.children.remove(group)
+        for child in orphans:  # prctl(PR_SET_PDEATHSIG)
+            for t in list(child.tasks):
+                if t.pdeathsig:
+                    signals.send(self, child, t.pdeathsig, signals.siginfo(t.pdeathsig, signals.SI_USER), task=t)
         if self.tracer is not None:
             self.tracer.event(group, "exit", group.exit_status)
         if self.policy is not None:
@@ -300,6 +308,35 @@ class Kernel:
         self.memory.close()
         if self.stats is not None:  # after the stubs are reaped: their CPU time counts
             self.stats.report(sys.stderr)
+
+
+FUTEX_WAITERS, FUTEX_OWNER_DIED, FUTEX_TID_MASK = 0x8000_0000, 0x4000_0000, 0x3FFF_FFFF
+ROBUST_LIST_LIMIT = 2048
+
+
+def _release_robust_futexes(task: Task) -> None:
+    """Mark the robust mutexes a dying thread holds FUTEX_OWNER_DIED and
+    wake a waiter of each, walking its robust list as Linux does."""
+    from sentry.errors import SyscallError
+    from sentry.syscalls.futex import wake_address
+
+    mm = task.mm
+    try:
+        head = task.robust_list[0]
+        entry, offset, pending = struct.unpack("<QqQ", mm.copy_in(head, 24))
+        entries = [pending] if pending else []
+        while entry != head and entry and len(entries) < ROBUST_LIST_LIMIT:
+            entries.append(entry)
+            entry = mm.read_u64(entry)
+        for e in entries:
+            addr = (e + offset) & 0xFFFF_FFFF_FFFF_FFFF
+            word = mm.read_u32(addr)
+            if word & FUTEX_TID_MASK == task.tid:
+                mm.write_u32(addr, (word & FUTEX_WAITERS) | FUTEX_OWNER_DIED)
+                if word & FUTEX_WAITERS:
+                    wake_address(task, addr, 1)
+    except SyscallError:
+        pass  # a corrupt list ends the walk, as on Linux
 
 
 def exec_error_status(e: ExecError) -> int:
