@@ -121,11 +121,13 @@ class Policy:
 
     def syscall(self, *calls: str | int) -> Callable[[CallHook], CallHook]:
         """Decorator form of ``on_syscall`` (before the handler)."""
+        _numbers(calls)  # PolicyError now, at the decorator line
         return lambda hook: self.on_syscall(hook, *calls)
 
     def after(self, *calls: str | int) -> Callable[[CallHook], CallHook]:
         """Decorator: run the hook after the handler; ``call.result`` holds
         its result, and a ``Return`` replaces it."""
+        _numbers(calls)
         return lambda hook: self.on_syscall(hook, *calls, after=True)
 
     def on_event(self, kind: str, hook: EventHook) -> EventHook:
@@ -143,6 +145,8 @@ class Policy:
 
     def event(self, kind: str) -> Callable[[EventHook], EventHook]:
         """Decorator form of ``on_event``."""
+        if kind not in EVENT_KINDS:
+            raise PolicyError(f"unknown process event {kind!r} (have: {', '.join(EVENT_KINDS)})")
         return lambda hook: self.on_event(kind, hook)
 
     def file_open(self, hook: OpenHook) -> OpenHook:
