@@ -304,10 +304,15 @@ class Process:
         self._done.set()
 
     def kill(self) -> None:
-        """End the sandbox now: every process in it is killed."""
-        if self.kernel is not None and not self.kernel.done.is_set():
-            self.kernel.debug("killing the sandbox")
-            self.kernel.end()
+        """End the sandbox now: every process in it is killed. Callable
+        from any thread, a trio task's included (the kernel's own trio
+        loop is reached from a helper thread, never from the caller's)."""
+        kernel = self.kernel
+        if kernel is not None and not kernel.done.is_set():
+            kernel.debug("killing the sandbox")
+            t = threading.Thread(target=kernel.end, name="sentry-kill", daemon=True)
+            t.start()
+            t.join()
 
     def send_signal(self, signo: int) -> None:
         """Send ``signo`` to the guest's foreground process group (init's),
@@ -331,7 +336,7 @@ class Process:
         if not self.kernel.done.wait(timeout):
             self.timed_out = True
             self.kernel.debug(f"--timeout {timeout}s reached: ending the sandbox")
-            self.kernel.end()
+            self.kill()
         self._done.wait()
         err = self._error
         if err is not None:
