@@ -186,3 +186,14 @@ def test_dev_stdin_and_stderr_reopen_host_stdio(sentry):
     assert got.stdout == b"via /dev/stdin\n"
     assert got.stderr.startswith(b"to-stderr\n")
     assert b"Permission denied" in got.stderr  # a read-only host fd is never reopened for writing
+
+
+@pytest.mark.skipif(not BUSYBOX, reason="busybox-static is not installed")
+def test_chroot_confines_like_the_sandbox_root(sentry, tmp_path):
+    (tmp_path / "bin").mkdir()
+    shutil.copy(BUSYBOX, tmp_path / "bin" / "busybox")
+    (tmp_path / "inside").write_text("in the chroot\n")
+    got = sentry.run("/usr/sbin/chroot", str(tmp_path), "/bin/busybox", "sh", "-c",
+                     "/bin/busybox cat /../../inside; cd /..; /bin/busybox pwd; /bin/busybox ls /")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == b"in the chroot\n/\nbin\ninside\n"

@@ -847,6 +847,17 @@ def sys_fchdir(t: Task, fd: int) -> int:
     return _chdir(t, _fd_node(t, fd))
 
 
+def sys_chroot(t: Task, path: int) -> int:
+    node = _node_at(t, AT_FDCWD, path, 0)
+    if node.kind != _DIR:
+        raise SyscallError(errno.ENOTDIR)
+    check_access(node, creds_of(t), X_OK)
+    if t.creds.euid != 0:
+        raise SyscallError(errno.EPERM)
+    t.fs.root = node  # the cwd may stay outside, as on Linux
+    return 0
+
+
 def sys_mkdir(t: Task, path: int, mode: int) -> int:
     return sys_mkdirat(t, AT_FDCWD, path, mode)
 
@@ -1049,6 +1060,7 @@ ENTRIES = entries(
     supported("getcwd", sys_getcwd, args=(Ptr, Size)),
     supported("chdir", sys_chdir, args=(Path,)),
     supported("fchdir", sys_fchdir, args=(FD,)),
+    supported("chroot", sys_chroot, args=(Path,)),
     supported("mkdir", sys_mkdir, args=(Path, Hex)),
     supported("mkdirat", sys_mkdirat, args=(DirFD, Path, Hex)),
     partial("mknod", sys_mknod, args=(Path, Hex, Hex), note="no device nodes (EPERM)"),
