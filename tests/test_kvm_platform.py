@@ -494,21 +494,26 @@ def test_tlb_shootdown_kicks_vcpus_running_in_the_address_space(platform, guest)
     flags = guest.page(DATA2, b"", RW)  # +0: the guest is running, +8: go
     guest.page(DATA, b"", RW)
     guest.load(f"1: movq $1, {DATA2}\n cmpq $0, {DATA2 + 8}\n je 1b\n mov {DATA}, %rax\n ud2")
-    events = []
+    events, first, resume = [], threading.Event(), threading.Event()
 
-    def spin():
-        while len(events) < 8:
-            events.append(guest.ctx.switch(guest.aspace, guest.state))
-            if events[-1] == EventKind.SIGNAL:
-                return
+    def vcpu_thread():
+        events.append(guest.ctx.switch(guest.aspace, guest.state))
+        first.set()
+        resume.wait()
+        events.append(guest.ctx.switch(guest.aspace, guest.state))
 
-    t = threading.Thread(target=spin)
+    t = threading.Thread(target=vcpu_thread)
     t.start()
-    while guest.memory.read(flags, 1) != b"\x01":
-        pass
-    guest.aspace.unmap(DATA, PAGE)  # returns only after the vCPU has left the guest
-    kicked = list(events)
-    guest.memory.write(flags + 8, b"\x01")
-    t.join()
-    assert kicked == [EventKind.INTERRUPT]
+    try:
+        while guest.memory.read(flags, 1) != b"\x01":
+            pass
+        guest.aspace.unmap(DATA, PAGE)  # returns only after the vCPU has left the guest
+        guest.memory.write(flags, b"\0")  # a vCPU still in the guest would set it again
+        if not first.wait(timeout=30):  # a hang guard only: the switch has already returned
+            guest.ctx.interrupt()
+        assert events == [EventKind.INTERRUPT] and guest.memory.read(flags, 1) == b"\0"
+    finally:
+        guest.memory.write(flags + 8, b"\x01")
+        resume.set()
+        t.join()
     assert events == [EventKind.INTERRUPT, EventKind.SIGNAL] and guest.ctx.signal_info.addr == DATA
