@@ -197,3 +197,13 @@ def test_chroot_confines_like_the_sandbox_root(sentry, tmp_path):
                      "/bin/busybox cat /../../inside; cd /..; /bin/busybox pwd; /bin/busybox ls /")
     assert got.returncode == 0, got.stderr
     assert got.stdout == b"in the chroot\n/\nbin\ninside\n"
+
+
+def test_advisory_locks_between_processes_match_native(sentry, cprog, tmp_path):
+    prog = cprog("fs_locks", "dynamic")
+    want = native(prog, str(tmp_path / "native"))
+    assert want.returncode == 0, want.stderr
+    got = sentry.run(prog, str(tmp_path / "sandbox"))
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == want.stdout
+    assert b"child wrlck wait: ok" in got.stdout  # F_SETLKW waited for the parent's close

@@ -5,6 +5,9 @@ In a nutshell: a dict fd -> OpenFile plus the set of close-on-exec fds.
 under the GIL). Changes take ``lock``; files are released (decref) after
 it is dropped, since a release may wake pipe peers.
 
+Closing a descriptor also drops the POSIX locks this table (the process)
+holds on the file (locks.py).
+
 Lock order: FDTable.lock is a leaf: nothing else is taken under it.
 """
 from __future__ import annotations
@@ -13,6 +16,7 @@ import errno
 import threading
 
 from sentry.errors import SyscallError
+from sentry.fs import locks
 from sentry.fs.file import OpenFile
 
 DEFAULT_LIMIT = 1024  # RLIMIT_NOFILE soft limit
@@ -90,7 +94,7 @@ class FDTable:
             self._files[fd] = file
             (self._cloexec.add if cloexec else self._cloexec.discard)(fd)
         if old is not None:
-            old.decref()
+            self._drop(old)
 
     def close(self, fd: int) -> None:
         """EBADF if fd is not open."""
@@ -99,7 +103,7 @@ class FDTable:
             self._cloexec.discard(fd)
         if f is None:
             raise SyscallError(errno.EBADF)
-        f.decref()
+        self._drop(f)
 
     def close_range(self, first: int, last: int, cloexec_only: bool = False) -> None:
         with self.lock:
@@ -110,7 +114,13 @@ class FDTable:
             closed = [self._files.pop(fd) for fd in fds]
             self._cloexec.difference_update(fds)
         for f in closed:
-            f.decref()
+            self._drop(f)
+
+    def _drop(self, f: OpenFile) -> None:
+        """A descriptor of ``f`` is gone: this table's (the process's)
+        POSIX locks on the file go with it, as on Linux."""
+        locks.forget(f.node, self)
+        f.decref()
 
     def fork(self) -> "FDTable":
         """A copy sharing every open file (each gains a reference)."""
@@ -127,7 +137,7 @@ class FDTable:
             closed = [self._files.pop(fd) for fd in self._cloexec if fd in self._files]
             self._cloexec.clear()
         for f in closed:
-            f.decref()
+            self._drop(f)
 
     def close_all(self) -> None:
         """Drop every descriptor (the process exits)."""
@@ -136,7 +146,7 @@ class FDTable:
             self._files.clear()
             self._cloexec.clear()
         for f in closed:
-            f.decref()
+            self._drop(f)
 
     def __len__(self) -> int:
         return len(self._files)

@@ -28,6 +28,7 @@ import threading
 from typing import TYPE_CHECKING, Callable, Hashable
 
 from abi.fs_structs import DT_DIR, dirent64
+from sentry.fs import locks
 from sentry.errors import SyscallError
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ class OpenFile:
             self.refs -= 1
             last = self.refs == 0
         if last:
+            locks.forget(self.node, self)  # its OFD and flock locks
             self.release()
 
     def release(self) -> None:

@@ -18,7 +18,9 @@ import time
 from abi.fs_structs import FLOCK, TIMESPEC, pack_stat, pack_statfs, pack_statx
 from sentry.errors import SyscallError
 from sentry.fs.file import (O_APPEND, O_CLOEXEC, O_CREAT, O_DIRECT, O_NONBLOCK, O_PATH, O_TRUNC, O_WRONLY,
-                            POLLERR, POLLHUP, POLLIN, POLLOUT, SEEK_SET, SETFL_MASK, OpenFile)
+                            POLLERR, POLLHUP, POLLIN, POLLOUT, SEEK_CUR, SEEK_END, SEEK_SET, SETFL_MASK,
+                            OpenFile)
+from sentry.fs import locks
 from sentry.fs.node import W_OK, X_OK, Node, may_access
 from sentry.fs.pipe import PipeEnd, PipeNode, new_pipe
 from sentry.fs.synth import SynthFS
@@ -49,7 +51,6 @@ F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW = 36, 37, 38
 F_SETLEASE, F_GETLEASE = 1024, 1025
 F_DUPFD_CLOEXEC, F_SETPIPE_SZ, F_GETPIPE_SZ, F_ADD_SEALS, F_GET_SEALS = 1030, 1031, 1032, 1033, 1034
 FD_CLOEXEC = 1
-F_UNLCK = 2
 # ioctls handled by the descriptor layer itself
 FIONCLEX, FIOCLEX, FIONBIO = 0x5450, 0x5451, 0x5421
 
@@ -102,9 +103,10 @@ def _wait_ready(t: Task, f: OpenFile, mask: int) -> None:
     _wait(t, f, lambda: bool(f.readiness() & (mask | POLLHUP | POLLERR)))
 
 
-def _wait(t: Task, f: OpenFile, ready) -> None:
-    """Block until ``ready()``, rechecked whenever ``f`` says its state
-    changed. Raises SyscallError(ERESTARTSYS) on a signal."""
+def _wait(t: Task, f, ready) -> None:
+    """Block until ``ready()``, rechecked whenever ``f`` (a file or a lock
+    table: anything with subscribe/unsubscribe) says its state changed.
+    Raises SyscallError(ERESTARTSYS) on a signal."""
     q = WaitQueue()
     f.subscribe(q.notify)
     try:
@@ -424,14 +426,8 @@ def sys_fcntl(t: Task, fd: int, cmd: int, arg: int) -> int:
             raise SyscallError(errno.EBADF)
         f.flags = (f.flags & ~SETFL_MASK) | (s32(arg) & SETFL_MASK)
         return 0
-    if cmd in (F_GETLK, F_OFD_GETLK):
-        lock = bytearray(t.mm.copy_in(arg, FLOCK.size))
-        lock[0:2] = F_UNLCK.to_bytes(2, "little")  # no conflicting lock: one sandbox, advisory
-        t.mm.copy_out(arg, bytes(lock))
-        return 0
-    if cmd in (F_SETLK, F_SETLKW, F_OFD_SETLK, F_OFD_SETLKW):
-        t.mm.copy_in(arg, FLOCK.size)
-        return 0
+    if cmd in (F_GETLK, F_OFD_GETLK, F_SETLK, F_SETLKW, F_OFD_SETLK, F_OFD_SETLKW):
+        return _record_lock(t, f, cmd, arg)
     if cmd == F_GETOWN:
         return 0
     if cmd == F_SETOWN:
@@ -447,8 +443,66 @@ def sys_fcntl(t: Task, fd: int, cmd: int, arg: int) -> int:
     if cmd == F_GET_SEALS:
         raise SyscallError(errno.EINVAL)
     if cmd == F_GETLEASE:
-        return F_UNLCK
+        return locks.F_UNLCK
     raise SyscallError(errno.EINVAL)
+
+
+def _lock_range(t: Task, f: OpenFile, whence: int, start: int, length: int) -> tuple[int, int | None]:
+    """A struct flock's range as [start, end) (end None: to infinity)."""
+    if whence == SEEK_CUR:
+        start += f.offset
+    elif whence == SEEK_END:
+        start += f.stat().st_size
+    elif whence != SEEK_SET:
+        raise SyscallError(errno.EINVAL)
+    if length < 0:
+        start, length = start + length, -length
+    if start < 0:
+        raise SyscallError(errno.EINVAL)
+    return start, (start + length if length else None)
+
+
+def _record_lock(t: Task, f: OpenFile, cmd: int, arg: int) -> int:
+    """fcntl's POSIX (owner: the fd table) and OFD (owner: the open file)
+    record locks."""
+    if f.node is None or f.flags & O_PATH:
+        raise SyscallError(errno.EBADF)
+    ltype, whence, start, length, pid = FLOCK.unpack(t.mm.copy_in(arg, FLOCK.size))
+    ofd = cmd in (F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW)
+    if ofd and pid != 0:
+        raise SyscallError(errno.EINVAL)
+    if ltype not in (locks.F_RDLCK, locks.F_WRLCK, locks.F_UNLCK):
+        raise SyscallError(errno.EINVAL)
+    owner: object = f if ofd else t.fds
+    lo, hi = _lock_range(t, f, whence, start, length)
+    table = locks.table(f.node)
+    if cmd in (F_GETLK, F_OFD_GETLK):
+        if ltype == locks.F_UNLCK:
+            raise SyscallError(errno.EINVAL)
+        c = table.conflict(owner, ltype, lo, hi)
+        out = FLOCK.pack(locks.F_UNLCK, SEEK_SET, start, length, pid) if c is None else \
+            FLOCK.pack(c.type, SEEK_SET, c.start, 0 if c.end is None else c.end - c.start, c.pid)
+        t.mm.copy_out(arg, out)
+        return 0
+    if (ltype == locks.F_RDLCK and not f.readable) or (ltype == locks.F_WRLCK and not f.writable):
+        raise SyscallError(errno.EBADF)
+    wait = cmd in (F_SETLKW, F_OFD_SETLKW)
+    _lock(t, table, lambda: table.set(owner, ltype, lo, hi, -1 if ofd else t.pid), wait,
+          lambda: table.conflict(owner, ltype, lo, hi) is None)
+    return 0
+
+
+def _lock(t: Task, table: "locks.LockTable", take, wait: bool, free) -> None:
+    """Run ``take()``; if it fails with EAGAIN and ``wait``, wait until
+    ``free()`` and retry (a signal ends the wait: EINTR via ERESTARTSYS)."""
+    while True:
+        try:
+            take()
+            return
+        except SyscallError as e:
+            if e.errno != errno.EAGAIN or not wait:
+                raise
+        _wait(t, table, free)
 
 
 def sys_ioctl(t: Task, fd: int, request: int, arg: int) -> int:
@@ -984,10 +1038,19 @@ def sys_readahead(t: Task, fd: int, offset: int, count: int) -> int:
     return 0
 
 
+LOCK_SH, LOCK_EX, LOCK_NB, LOCK_UN = 1, 2, 4, 8
+
+
 def sys_flock(t: Task, fd: int, op: int) -> int:
-    t.fds.get(s32(fd))
-    if s32(op) & ~(1 | 2 | 4 | 8) or not s32(op) & (1 | 2 | 8):
-        raise SyscallError(errno.EINVAL)
+    f = t.fds.get(s32(fd))
+    op = s32(op)
+    kind = op & ~LOCK_NB
+    if kind not in (LOCK_SH, LOCK_EX, LOCK_UN) or f.node is None:
+        raise SyscallError(errno.EINVAL if f.node is not None else errno.EBADF)
+    ltype = {LOCK_SH: locks.F_RDLCK, LOCK_EX: locks.F_WRLCK, LOCK_UN: locks.F_UNLCK}[kind]
+    table = locks.table(f.node)
+    _lock(t, table, lambda: table.set(f, ltype, 0, None, t.pid, flock=True), not op & LOCK_NB,
+          lambda: table.conflict(f, ltype, 0, None, flock=True) is None)
     return 0
 
 
@@ -1014,7 +1077,7 @@ ENTRIES = entries(
     supported("dup", sys_dup, args=(FD,)),
     supported("dup2", sys_dup2, args=(FD, FD)),
     supported("dup3", sys_dup3, args=(FD, FD, Flags(OPEN_FLAGS))),
-    partial("fcntl", sys_fcntl, args=(FD, Enum(FCNTL_CMDS), Hex), note="record locks always succeed"),
+    partial("fcntl", sys_fcntl, args=(FD, Enum(FCNTL_CMDS), Hex), note="no leases, seals or EDEADLK detection"),
     partial("ioctl", sys_ioctl, args=(FD, Hex, Hex), note="terminal queries on host stdio, FIONREAD, FIO*CLEX, FIONBIO"),
     supported("pipe", sys_pipe, args=(Ptr,)),
     supported("pipe2", sys_pipe2, args=(Ptr, Flags(OPEN_FLAGS))),
@@ -1081,5 +1144,5 @@ ENTRIES = entries(
     supported("syncfs", sys_syncfs, args=(FD,)),
     supported("fadvise64", sys_fadvise64, args=(FD, Int, Int, Int)),
     supported("readahead", sys_readahead, args=(FD, Int, Size)),
-    partial("flock", sys_flock, args=(FD, Int), note="always succeeds: one sandbox, advisory"),
+    supported("flock", sys_flock, args=(FD, Int)),
 )
