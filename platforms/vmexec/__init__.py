@@ -120,15 +120,22 @@ class VmexecPlatform(Platform):
         return VmexecAddressSpace(self._take_stub, self._give_back)
 
     def _take_stub(self) -> StubProcess:
-        """A recycled stub, else the reserve (spawning the next one)."""
+        """A recycled stub, else the reserve (spawning the next one), on
+        the CPUs the calling Sentry thread may use."""
         with self._lock:
             if self._reserve is None:
                 raise PlatformError("vmexec: platform used after close")
             if self._pool:
-                return self._pool.pop()
-            reserve = self._reserve.popleft()
-            self._reserve.append(self._spawner.submit(self._spawn))
-        return reserve.result()
+                proc = self._pool.pop()
+            else:
+                reserve = self._reserve.popleft()
+                self._reserve.append(self._spawner.submit(self._spawn))
+                proc = None
+        proc = proc or reserve.result()
+        cpus = os.sched_getaffinity(0)
+        self._global.ncpu = len(cpus)
+        proc.confine_cpus(cpus)
+        return proc
 
     def _give_back(self, proc: StubProcess) -> None:
         """A released address space's stub: recycled in the background."""

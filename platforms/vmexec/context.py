@@ -9,6 +9,9 @@ first, ``state.fpstate`` as last read or written is what it takes).
 """
 from __future__ import annotations
 
+import errno
+import signal
+
 from stub._native import ffi, lib
 
 from platforms.base import AddressSpace, ArchState, Context, EventKind, SignalInfo
@@ -40,6 +43,10 @@ class VmexecContext(Context):
         if kind == 1:
             s = self._stop
             self.signal_info = SignalInfo(s.signo, s.code, s.addr, s.access, s.trapno)
+        elif kind == -errno.ESRCH:  # guest code ran stub code that ended its thread: it dies as if SIGKILLed
+            t.alive = False
+            self.signal_info = SignalInfo(signal.SIGKILL, 0, 0, 0, -1)
+            return EventKind.SIGNAL
         elif kind < 0:
             raise _fail(f"switch into stub {t.process.pid}", kind)
         return _EVENTS[kind]

@@ -89,6 +89,7 @@ class StubProcess:
         self._threads: dict[int, StubThread] = {}
         self._tids = {self.pid}  # host tids of the stub's live threads
         self._gone: set[int] = set()  # tids of threads told to exit
+        self._cpus: set[int] | None = None  # as last set by confine_cpus
         self.released = False
         # Wait until the control thread serves commands (confined by then):
         # an empty mprotect of its own code is a no-op that must succeed.
@@ -191,6 +192,19 @@ class StubProcess:
         self._mbox.madvise(mmap.MADV_REMOVE, lib.VMEXEC_SLOTS_OFF + thread.slot * _SLOT, _SLOT)
         self._free_slots.append(thread.slot)
         return True
+
+    def confine_cpus(self, cpus: set[int]) -> None:
+        """Run the stub's threads (and so those it clones) on ``cpus``: the
+        Sentry may have narrowed its own CPUs after this stub was spawned."""
+        with self.lock:
+            if cpus == self._cpus:
+                return
+            self._cpus = cpus
+            for tid in self._tids:
+                try:
+                    os.sched_setaffinity(tid, cpus)
+                except OSError:
+                    pass  # the thread is gone; the stub's death shows elsewhere
 
     def retire(self) -> None:
         """Its address space is gone: no Context may switch into its

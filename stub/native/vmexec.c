@@ -63,8 +63,25 @@ static int alive(int pidfd) {
 struct spawn_args {
     const char *path;
     int fds[3];
-    int sentry_pidfd; /* the Sentry itself: readable once it has exited */
+    int sentry_pid;
 };
+
+/* The parent process of the caller as the host sees it (getppid() says 0
+ * across a pid namespace), from /proc/self/stat; -1 if unreadable. */
+static int host_ppid(void) {
+    char buf[512];
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* "pid (comm) state ppid ..." */
+    if (!p || p[1] != ' ' || !p[2] || p[3] != ' ') return -1;
+    int ppid = 0;
+    for (p += 4; *p >= '0' && *p <= '9'; p++) ppid = ppid * 10 + (*p - '0');
+    return ppid;
+}
 
 /* The child, until execve: it shares the Sentry's memory (CLONE_VM, the
  * parent is suspended as by vfork), so only plain system calls here. */
@@ -73,9 +90,9 @@ static int spawn_child(void *arg) {
     char *argv[] = {"sentry-vmexec-stub", 0}, *envp[] = {0};
     int fds[3];
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    /* If the Sentry died before that prctl, nobody will kill us: leave. */
-    struct pollfd p = {a->sentry_pidfd, POLLIN, 0};
-    if (poll(&p, 1, 0) != 0) _exit(126);
+    /* If the Sentry died before that prctl, nobody will kill us: we were
+     * reparented already, so leave. (After it, its death kills us.) */
+    if (host_ppid() != a->sentry_pid) _exit(126);
     for (int i = 0; i < 3; i++)
         if ((fds[i] = fcntl(a->fds[i], F_DUPFD, 16)) < 0) _exit(125);
     for (int i = 0; i < 3; i++)
@@ -92,18 +109,12 @@ int sentry_vmexec_spawn(const char *stub_path, int memfd, int mboxfd, int global
     const int flags = CLONE_VM | CLONE_VFORK | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS |
                       CLONE_NEWIPC | SIGCHLD;
     const size_t stack_size = 64 << 10;
-    struct spawn_args args = {stub_path, {memfd, mboxfd, globalfd}, (int)syscall(SYS_pidfd_open, getpid(), 0)};
-    if (args.sentry_pidfd < 0) return -errno;
+    struct spawn_args args = {stub_path, {memfd, mboxfd, globalfd}, getpid()};
     char *stack = mmap(0, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED) {
-        int e = errno;
-        close(args.sentry_pidfd);
-        return -e;
-    }
+    if (stack == MAP_FAILED) return -errno;
     int pid = clone(spawn_child, stack + stack_size, flags, &args);
     int e = errno;
     munmap(stack, stack_size);
-    close(args.sentry_pidfd);
     if (pid < 0) return -e;
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (pidfd < 0) {
