@@ -414,6 +414,19 @@ def test_guest_that_blocks_the_interrupt_cannot_hang_the_sentry(plat):
     assert isinstance(outcome[-1], PlatformError), outcome
 
 
+def test_stubs_follow_the_sentry_cpu_set(plat):
+    """The Sentry may narrow its CPUs (--cpus) after the platform spawned
+    its reserve: a stub taken afterwards runs on the narrowed set."""
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        space = plat.new_address_space()
+        tasks = os.listdir(f"/proc/{space.pid}/task")
+        assert {tid: os.sched_getaffinity(int(tid)) for tid in tasks} == {tid: {min(cpus)} for tid in tasks}
+    finally:
+        os.sched_setaffinity(0, cpus)
+
+
 def test_hostile_mailbox_is_an_error_not_a_crash(plat):
     space, ctx, st = guest(plat, CORRUPT)
     with pytest.raises(PlatformError):
