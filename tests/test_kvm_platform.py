@@ -517,3 +517,21 @@ def test_tlb_shootdown_kicks_vcpus_running_in_the_address_space(platform, guest)
         resume.set()
         t.join()
     assert events == [EventKind.INTERRUPT, EventKind.SIGNAL] and guest.ctx.signal_info.addr == DATA
+
+
+def test_installed_ring0_stub_matches_the_layout_compiled_in():
+    """stub/bin/ring0.bin against stub/ring0.h as the extension saw it."""
+    import stub
+    from stub._native import lib
+
+    with open(stub.binary("ring0.bin"), "rb") as f:
+        image = f.read()
+    assert len(image) == lib.R0_SIZE
+    out = 0xE6  # outb %al, $imm8
+    for v in range(lib.R0_NVECTORS):
+        at = lib.R0_VECTORS + v * lib.R0_VEC_STRIDE
+        assert image[at:at + 2] == bytes([out, lib.R0_PORT_VECTOR + v])
+    assert image[lib.R0_LSTAR:lib.R0_LSTAR + 2] == bytes([out, lib.R0_PORT_SYSCALL])
+    assert image[lib.R0_IRETQ:lib.R0_IRETQ + 2] == b"\x48\xcf"  # iretq
+    assert image[lib.R0_FLUSH_IRETQ] == 0x50  # push %rax
+    assert bytes([out, lib.R0_PORT_DONE]) in image[lib.R0_BATCH:lib.R0_LSTAR]
