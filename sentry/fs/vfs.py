@@ -146,7 +146,7 @@ class VFS:
 
     @staticmethod
     def _opts(fs: FileSystem) -> str:
-        return "rw" if getattr(fs, "writable", False) else "ro"
+        return "rw" if getattr(fs, "writable", True) else "ro"
 
     # --- resolution -----------------------------------------------------------
     def child(self, d: Node, name: bytes, ctx) -> Node:

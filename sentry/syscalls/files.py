@@ -784,11 +784,14 @@ def sys_umask(t: Task, mask: int) -> int:
     return old
 
 
+ST_RDONLY, ST_VALID, ST_RELATIME = 0x1, 0x20, 0x1000  # statfs f_flags (ST_VALID: "f_flags is set")
+
+
 def _statfs(t: Task, node: Node, buf: int) -> int:
     fs = node.fs
     bsize, blocks, bfree, bavail, files, ffree = fs.statfs()
-    t.mm.copy_out(buf, pack_statfs(fs.magic, bsize, blocks, bfree, bavail, files, ffree,
-                                   flags=0 if getattr(fs, "writable", False) else 1))
+    flags = ST_VALID | ST_RELATIME | (0 if getattr(fs, "writable", True) else ST_RDONLY)
+    t.mm.copy_out(buf, pack_statfs(fs.magic, bsize, blocks, bfree, bavail, files, ffree, flags=flags))
     return 0
 
 
