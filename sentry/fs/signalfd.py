@@ -1,0 +1,86 @@
+"""signalfd: pending signals read as signalfd_siginfo records.
+
+A read dequeues the pending signals (thread-directed first, then
+process-directed) that are in the file's mask, 128 bytes each; EAGAIN if
+none. Readiness is POLLIN while such a signal is pending. Callers block the
+signals in the mask, so delivery never takes them first.
+
+Limits: the signals are those of the task that created the file (Linux
+uses the reading task; they differ only when another thread or a forked
+child reads it). Nothing notifies subscribers when a signal arrives: a
+waiter learns it because sending a signal cancels the target task's wait
+(sentry.kernel.signals.wake) and the interrupted call restarts.
+"""
+from __future__ import annotations
+
+import errno
+import struct
+from typing import TYPE_CHECKING
+
+from sentry.errors import SyscallError
+from sentry.fs.anon import AnonFile
+from sentry.fs.file import POLLIN
+
+if TYPE_CHECKING:
+    from sentry.kernel.task import Task
+
+SIGINFO_SIZE = 128
+UNBLOCKABLE = (1 << 8) | (1 << 18)  # SIGKILL, SIGSTOP
+_SSI = struct.Struct("<IiiIIiIIIIiiQQQQH")  # signalfd_siginfo up to ssi_addr_lsb
+_SIGCHLD = 17
+
+
+def _ssi(signo: int, info: bytes) -> bytes:
+    """A signalfd_siginfo from a kernel siginfo_t."""
+    _, err, code = struct.unpack_from("<iii", info)
+    pid, uid, word = struct.unpack_from("<iIi", info, 16)
+    ptr = struct.unpack_from("<Q", info, 24)[0]
+    status = word if signo == _SIGCHLD else 0
+    return _SSI.pack(signo, err, code, pid & 0xFFFFFFFF, uid, 0, 0, 0, 0, 0, status, word, ptr, 0, 0, 0,
+                     0).ljust(SIGINFO_SIZE, b"\0")
+
+
+class SignalFD(AnonFile):
+    kind = "signalfd"
+    can_block = True
+
+    def __init__(self, task: "Task", mask: int, flags: int):
+        super().__init__(flags)
+        self.task = task
+        self.mask = mask & ~UNBLOCKABLE
+
+    def set_mask(self, mask: int) -> None:
+        self.mask = mask & ~UNBLOCKABLE
+        self.notify()
+
+    def _pending(self) -> int:
+        t = self.task
+        return (t.pending | t.group.pending) & self.mask
+
+    def read(self, length: int) -> bytes:
+        if length < SIGINFO_SIZE:
+            raise SyscallError(errno.EINVAL)
+        from sentry.kernel.signals import SI_KERNEL, siginfo
+
+        t = self.task
+        out = []
+        with t.kernel.lock:
+            while len(out) < length // SIGINFO_SIZE:
+                ready = self._pending()
+                if not ready:
+                    break
+                signo = (ready & -ready).bit_length()
+                bit = 1 << (signo - 1)
+                if t.pending & bit:
+                    t.pending &= ~bit
+                    info = t.siginfo.pop(signo, None)
+                else:
+                    t.group.pending &= ~bit
+                    info = t.group.siginfo.pop(signo, None)
+                out.append(_ssi(signo, info or siginfo(signo, SI_KERNEL)))
+        if not out:
+            raise SyscallError(errno.EAGAIN)
+        return b"".join(out)
+
+    def readiness(self) -> int:
+        return POLLIN if self._pending() else 0
