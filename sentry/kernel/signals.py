@@ -84,7 +84,11 @@ def send(kernel: "Kernel", group: ThreadGroup, signo: int, info: bytes, task: Ta
                 _continue(kernel, group)
         elif signo in STOP_SIGNALS:
             group.pending &= ~bit(S.SIGCONT)
-        if is_ignored(group, signo) and signo != S.SIGKILL:
+        # As Linux's sig_ignored: a blocked signal is never ignored (a
+        # signalfd or a later handler may take it).
+        blocker = task if task is not None else (group.tasks[0] if group.tasks else None)
+        blocked = blocker is not None and blocker.signal_mask & bit(signo)
+        if is_ignored(group, signo) and signo != S.SIGKILL and not blocked:
             return
         if task is not None:
             task.pending |= bit(signo)
