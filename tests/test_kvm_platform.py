@@ -535,3 +535,20 @@ def test_installed_ring0_stub_matches_the_layout_compiled_in():
     assert image[lib.R0_IRETQ:lib.R0_IRETQ + 2] == b"\x48\xcf"  # iretq
     assert image[lib.R0_FLUSH_IRETQ] == 0x50  # push %rax
     assert bytes([out, lib.R0_PORT_DONE]) in image[lib.R0_BATCH:lib.R0_LSTAR]
+
+
+def test_many_contexts_and_pooling(platform, memory, guest):
+    guest.load("pcmpeqd %xmm0, %xmm0\n mov $39, %eax\n syscall\n ud2")
+    contexts = [platform.new_context() for _ in range(300)]
+    for ctx in contexts[::50]:
+        st = platform.new_arch_state()
+        st.regs.rip = CODE
+        assert ctx.switch(guest.aspace, st) == EventKind.SYSCALL
+    for ctx in contexts:
+        ctx.release()
+    again = platform.new_context()  # from the pool: no FPU state of its last owner
+    st = platform.new_arch_state()
+    again.read_fpstate(st)
+    fresh = platform.new_arch_state()
+    assert st.fpstate[XMM0:XMM0 + 16] == bytes(16)  # its last owner set XMM0 to all ones
+    assert st.fpstate[:32] == fresh.fpstate[:32]

@@ -33,8 +33,8 @@
 #define OFF_KROOT 0x5000                  /* kernel-only root, for maintenance vCPUs */
 #define OFF_VCPUS 0x10000
 #define VCPU_AREA 0x3000                  /* TSS page, batch page, ring0 stack page */
-#define MAX_VCPUS 256
-#define OFF_POOL 0x400000                 /* page-table pages from here on */
+#define MAX_VCPUS 1024                    /* KVM_CAP_MAX_VCPUS here */
+#define OFF_POOL 0x1000000                 /* page-table pages from here on */
 #define SLOT_PRIV 0
 #define SLOT_ZAP 1
 #define SLOT_MEMFILE 2                    /* + i: MemoryFile GiB i */
