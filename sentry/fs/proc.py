@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import stat as S
+import time
 import weakref
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 UTS_RELEASE = b"6.1.0-sentry"
 UTS_VERSION = b"#1 SMP Sentry"
 HOSTNAME = b"sentry"
+CLK_TCK = 100  # USER_HZ, as AT_CLKTCK tells the guest
 FILESYSTEMS = b"nodev\tproc\nnodev\ttmpfs\nnodev\toverlay\nnodev\tsysfs\nnodev\tdevtmpfs\nnodev\tpipefs\n"
 
 
@@ -57,7 +59,8 @@ def _uptime(ctx) -> bytes:
 def _stat(ctx) -> bytes:
     n = len(os.sched_getaffinity(0))
     cpus = "".join(f"cpu{i} 0 0 0 0 0 0 0 0 0 0\n" for i in range(n))
-    return f"cpu  0 0 0 0 0 0 0 0 0 0\n{cpus}btime 0\nprocesses 1\nprocs_running 1\n".encode()
+    btime = int(time.time() - time.monotonic())  # the clock the guest's CLOCK_MONOTONIC counts from
+    return f"cpu  0 0 0 0 0 0 0 0 0 0\n{cpus}btime {btime}\nprocesses 1\nprocs_running 1\n".encode()
 
 
 def _main_task(group: "ThreadGroup") -> "Task":
@@ -109,13 +112,18 @@ def status_text(group: "ThreadGroup") -> bytes:
 
 
 def stat_text(group: "ThreadGroup") -> bytes:
+    """/proc/PID/stat: the 52 fields ps and top read (times are zero)."""
     t = _main_task(group)
     ppid = group.parent.pid if group.parent is not None else 0
     mm = t.mm
     a = (mm.arg_start, mm.arg_end, mm.env_start, mm.env_end) if mm is not None else (0, 0, 0, 0)
-    fields = [group.pid, f"({t.comm.decode(errors='replace')})", "R", ppid, group.pgid, group.sid,
-              0, -1, 0x400000] + [0] * 8 + [20, 0, len(group.tasks), 0, 0, 0, 0,
-                                            (1 << 64) - 1] + [0] * 19 + [0, 0, 0, *a, 0]
+    start_ticks = group.start_ns // (1_000_000_000 // CLK_TCK)  # since boot: start_ns is monotonic
+    fields = ([group.pid, f"({t.comm.decode(errors='replace')})", "R", ppid, group.pgid, group.sid,
+               0, -1, 0x400000]  # tty_nr, tpgid, flags (PF_FORKNOEXEC)
+              + [0] * 8  # faults, utime, stime, cutime, cstime
+              + [20, 0, len(group.tasks), 0, start_ticks, 0, 0, (1 << 64) - 1]  # prio .. rsslim
+              + [0] * 19  # code/stack addresses, signals, wchan, exit_signal, cpu, policy...
+              + [0, 0, 0, *a, 0])  # data, brk, arg/env ranges, exit code
     return (" ".join(map(str, fields)) + "\n").encode()
 
 
