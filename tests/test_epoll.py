@@ -1,0 +1,43 @@
+"""epoll (level-triggered, EPOLLET, EPOLLONESHOT) over a pipe, a socket
+and eventfds, eventfd semaphores, timerfd and signalfd, on every platform:
+the output must match a native run."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.conftest import native
+
+PYTHON = "/usr/bin/python3.11"
+
+
+@pytest.mark.parametrize("part", ["epoll", "eventfd", "timerfd", "signalfd"])
+def test_events_match_native(sentry, cprog, part):
+    prog = cprog("net_events")
+    want = native(prog, part)
+    assert want.returncode == 0, want.stdout
+    got = sentry.run(prog, part, timeout=120)
+    assert got.returncode == 0, got.stdout.decode() + got.stderr.decode()[-2000:]
+    assert got.stdout.decode() == want.stdout.decode()
+
+
+@pytest.mark.skipif(not os.path.exists(PYTHON), reason="python3.11 not installed")
+def test_python_asyncio_epoll(sentry):
+    """asyncio's default selector is epoll: a TCP echo over loopback."""
+    code = (
+        "import asyncio\n"
+        "async def handle(r, w):\n"
+        "    w.write((await r.readline()).upper()); await w.drain(); w.close()\n"
+        "async def main():\n"
+        "    srv = await asyncio.start_server(handle, '127.0.0.1', 0)\n"
+        "    port = srv.sockets[0].getsockname()[1]\n"
+        "    r, w = await asyncio.open_connection('127.0.0.1', port)\n"
+        "    w.write(b'echo me\\n'); await w.drain()\n"
+        "    print((await r.readline()).decode(), end='')\n"
+        "    w.close(); srv.close(); await srv.wait_closed()\n"
+        "asyncio.run(main())\n"
+    )
+    got = sentry.run(PYTHON, "-c", code, timeout=120)
+    assert got.returncode == 0, got.stderr.decode()[-2000:]
+    assert got.stdout.decode() == "ECHO ME\n"
