@@ -20,7 +20,7 @@ import struct
 
 # struct stat: dev, ino, nlink, mode, uid, gid, pad, rdev, size, blksize,
 # blocks, atime, atime_nsec, mtime, mtime_nsec, ctime, ctime_nsec, unused[3]
-STAT = struct.Struct("<QQQIIIIQqqqQQQQQQ24x")
+STAT = struct.Struct("<QQQIIIIQqqqqQqQqQ24x")  # seconds signed (time_t), as glibc reads them
 STAT_OFFSETS = {"st_dev": 0, "st_ino": 8, "st_nlink": 16, "st_mode": 24, "st_uid": 28,
                 "st_gid": 32, "st_rdev": 40, "st_size": 48, "st_blksize": 56, "st_blocks": 64,
                 "st_atime": 72, "st_mtime": 88, "st_ctime": 104}

@@ -43,3 +43,14 @@ def test_dirent_records_are_padded():
     assert len(fsx.dirent64(5, 1, fsx.DT_REG, b"abcd")) == 24
     assert fsx.makedev(259, 65537) == os.makedev(259, 65537)
     assert (fsx.major(os.makedev(259, 65537)), fsx.minor(os.makedev(259, 65537))) == (259, 65537)
+
+
+def test_pack_stat_times_before_1970():
+    from sentry.fs.node import Stat
+
+    st = Stat(0o100644)
+    st.st_mtime_ns = -1  # one nanosecond before the epoch
+    fields = fsx.STAT.unpack(fsx.pack_stat(st))
+    assert fields[13:15] == (-1, 999_999_999)
+    x = fsx.STATX.unpack(fsx.pack_statx(st))
+    assert x[17:19] == (-1, 999_999_999)  # stx_mtime

@@ -302,7 +302,10 @@ class HostFDFile(OpenFile):
             raise SyscallError(e.errno) from None
 
     def stat(self):
-        return os.fstat(self.hostfd)
+        try:
+            return os.fstat(self.hostfd)
+        except OSError as e:
+            raise SyscallError(e.errno) from None
 
     def __del__(self) -> None:
         if self.owned:

@@ -103,4 +103,7 @@ class HostRoot:
         return out
 
     def statvfs(self) -> os.statvfs_result:
-        return os.statvfs(self.fd)
+        try:
+            return os.statvfs(self.fd)
+        except OSError as e:
+            raise _oserror(e) from None

@@ -76,17 +76,22 @@ def _prot(v) -> str:
 
 def maps_text(task: "Task") -> bytes:
     lines = []
-    for v in task.mm.vmas():
+    for v in (task.mm.vmas() if task.mm is not None else ()):
         head = f"{v.start:08x}-{v.end:08x} {_prot(v)} {v.file_offset:08x} 00:00 0"
         lines.append(f"{head:<73}{v.name}".rstrip() + "\n" if v.name else head + "\n")
     return "".join(lines).encode()
 
 
-def _mm_range(task: "Task", start: int, end: int) -> bytes:
-    if task.mm is None or end <= start:
+def _mm_range(task: "Task", which: str) -> bytes:
+    """The guest's argv (which="arg") or environment ("env") block."""
+    mm = task.mm
+    if mm is None:
+        return b""
+    start, end = getattr(mm, which + "_start"), getattr(mm, which + "_end")
+    if end <= start:
         return b""
     try:
-        return task.mm.copy_in(start, min(end - start, 1 << 20))
+        return mm.copy_in(start, min(end - start, 1 << 20))
     except SyscallError:
         return b""
 
@@ -231,8 +236,8 @@ class ProcFS(SynthFS):
             b"cwd": link(lambda: fs_of().cwd_path().encode(), lambda: fs_of().cwd),
             b"root": link(lambda: b"/", lambda: fs_of().root),
             b"maps": f(lambda: maps_text(task())),
-            b"cmdline": f(lambda: _mm_range(task(), task().mm.arg_start, task().mm.arg_end)),
-            b"environ": f(lambda: _mm_range(task(), task().mm.env_start, task().mm.env_end), 0o400),
+            b"cmdline": f(lambda: _mm_range(task(), "arg")),
+            b"environ": f(lambda: _mm_range(task(), "env"), 0o400),
             b"status": f(lambda: status_text(live())),
             b"stat": f(lambda: stat_text(live())),
             b"statm": f(lambda: b"0 0 0 0 0 0 0\n"),

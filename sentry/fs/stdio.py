@@ -139,12 +139,12 @@ class HostPassthrough(HostFDFile):
             return POLLERR
 
     def seek(self, offset: int, whence: int) -> int:
-        if S.S_ISREG(os.fstat(self.hostfd).st_mode):
-            try:
-                return os.lseek(self.hostfd, offset, whence)
-            except OSError as e:
-                raise SyscallError(e.errno) from None
-        raise SyscallError(errno.ESPIPE)
+        if not self.regular:
+            raise SyscallError(errno.ESPIPE)
+        try:
+            return os.lseek(self.hostfd, offset, whence)
+        except OSError as e:
+            raise SyscallError(e.errno) from None
 
 
 class StdioFS(FileSystem):

@@ -18,7 +18,7 @@ import time
 from abi.fs_structs import FLOCK, TIMESPEC, pack_stat, pack_statfs, pack_statx
 from sentry.errors import SyscallError
 from sentry.fs.file import (O_APPEND, O_CLOEXEC, O_CREAT, O_DIRECT, O_NONBLOCK, O_PATH, O_TRUNC, O_WRONLY,
-                            POLLERR, POLLHUP, POLLIN, POLLOUT, SEEK_CUR, SEEK_END, SEEK_SET, SETFL_MASK,
+                            MAX_OFFSET, POLLERR, POLLHUP, POLLIN, POLLOUT, SEEK_CUR, SEEK_END, SEEK_SET, SETFL_MASK,
                             OpenFile)
 from sentry.fs import locks
 from sentry.fs.node import W_OK, X_OK, Node, may_access
@@ -457,7 +457,7 @@ def _lock_range(t: Task, f: OpenFile, whence: int, start: int, length: int) -> t
         raise SyscallError(errno.EINVAL)
     if length < 0:
         start, length = start + length, -length
-    if start < 0:
+    if start < 0 or start + length > MAX_OFFSET:
         raise SyscallError(errno.EINVAL)
     return start, (start + length if length else None)
 
@@ -730,6 +730,9 @@ def sys_utimensat(t: Task, dirfd: int, path: int, times: int, flags: int) -> int
     return _set_times(t, node, stamps)
 
 
+_TIME_MIN, _TIME_MAX = -(1 << 63), (1 << 63) - 1  # what a stat can show, in ns (the fs clamps)
+
+
 def _set_times(t: Task, node: Node, stamps: list[int] | None) -> int:
     """(atime, mtime) in ns, each possibly UTIME_NOW or UTIME_OMIT; None:
     both now, which needs only write access (explicit times need owner)."""
@@ -738,7 +741,7 @@ def _set_times(t: Task, node: Node, stamps: list[int] | None) -> int:
         check_access(node, creds_of(t), W_OK)
         node.setattr(atime_ns=now, mtime_ns=now)
         return 0
-    changes = {key: now if v == UTIME_NOW else v
+    changes = {key: now if v == UTIME_NOW else max(_TIME_MIN, min(v, _TIME_MAX))
                for key, v in zip(("atime_ns", "mtime_ns"), stamps) if v != UTIME_OMIT}
     if not changes:
         return 0
