@@ -155,7 +155,7 @@ class UnixFamily(Family):
             if sock.local is not None:
                 raise SyscallError(errno.EINVAL)
             for _ in range(1 << 20):
-                name = b"\0" + f"{stack.free_port(0) & 0xFFFFF:05x}".encode()
+                name = b"\0" + f"{stack.rng.getrandbits(20):05x}".encode()
                 if name not in stack.abstract:
                     break
             else:

@@ -223,7 +223,7 @@ class Socket(OpenFile):
         return got.data
 
     def write(self, data: bytes) -> int:
-        return self.send(None, data, None, None, self.creds, 0)
+        return self.send(None, data, None, None, self.creds if self.family.domain == AF_UNIX else None, 0)
 
     def readiness(self) -> int:
         return POLLIN | POLLOUT

@@ -27,12 +27,12 @@ class Stack:
         # Guarded by lock.
         self.abstract: dict[bytes, "Socket"] = {}  # abstract unix name -> socket
         self.ports: dict[tuple[int, int], list["Socket"]] = {}  # (IPPROTO_*, port) -> bound sockets
-        self._random = random.Random()
+        self.rng = random.Random()  # ephemeral ports, autobind names
 
     def free_port(self, proto: int) -> int | None:
         """An unused ephemeral port for ``proto`` (caller holds lock)."""
         lo, hi = EPHEMERAL
-        start = self._random.randint(lo, hi)
+        start = self.rng.randint(lo, hi)
         for i in range(hi - lo + 1):
             port = lo + (start - lo + i) % (hi - lo + 1)
             if not self.ports.get((proto, port)):
