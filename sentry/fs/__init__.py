@@ -9,13 +9,15 @@ Layers, bottom up:
 - ``node``: ``Node`` (an inode: stat, lookup, readdir, readlink, open, and
   the directory mutations) and ``Stat`` (os.stat_result's attribute names).
 - File systems: ``overlay`` (the host rootfs under an in-memory upper
-  layer: copy-up, whiteouts, opaque new directories; with no host below it
-  is a tmpfs), ``proc`` and ``synth`` (computed files), ``dev`` (a tmpfs
-  holding the Sentry's devices), ``pipe``.
+  layer: copy-up, whiteouts, opaque new directories, FIFOs; with no host
+  below it is a tmpfs), ``proc``, ``sysfs`` and ``synth`` (computed
+  files), ``dev`` (a tmpfs holding the Sentry's devices), ``pipe``.
 - ``file``: ``OpenFile`` (an open file description: flags, offset,
-  reference count) and its families; ``stdio``: host stdio passthrough.
-- ``vfs``: the mount table, path resolution and path operations;
-  ``context``: a task's root/cwd/umask; ``fdtable``: its descriptors.
+  reference count) and its families; ``stdio``: host stdio passthrough;
+  ``locks``: advisory locks (fcntl record/OFD locks, flock).
+- ``vfs``: the mount table (rootfs, /proc, /sys, /dev, volumes), path
+  resolution and path operations; ``context``: a task's root/cwd/umask;
+  ``fdtable``: its descriptors.
 
 Confinement: paths are walked one component at a time by ``VFS._walk``.
 '..' at the sandbox root stays there; symlink targets are spliced into the
@@ -31,7 +33,8 @@ Lock order (outermost first):
     FDTable.lock          (leaf: files are released after it is dropped)
     OpenFile.lock         (the offset)
       > OverlayFS.lock    (namespace changes, copy-up, file data)
-    Pipe.lock             (leaf; readiness callbacks run after it)
+    Pipe.lock, LockTable.lock, the stdio watcher's condition
+                          (leaves; readiness callbacks run after them)
 Lookups of cached names, reads of cached data and ``FDTable.get`` take no
 lock (single dict reads under the GIL).
 """
