@@ -48,8 +48,6 @@ from platforms.vmexec.stubs import StubProcess, VmexecAddressSpace
 
 __all__ = ["VmexecPlatform", "process_vm_exec"]
 
-# Bound of one spin wait, in `pause` iterations (about 25 ns each here).
-SPIN_ITERS = 20000
 # Fresh stubs kept ready, and recycled ones kept for reuse (idle processes).
 RESERVE, POOL_SIZE = 2, 4
 _AT_HWCAP2, _HWCAP2_FSGSBASE = 26, 2
@@ -94,7 +92,6 @@ class VmexecPlatform(Platform):
         self._global_map = mmap.mmap(self._global_fd, 4096, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._global = ffi.cast("struct vmexec_global *", ffi.from_buffer(self._global_map))
         self._global.ncpu = len(os.sched_getaffinity(0))
-        self._global.spin_iters = SPIN_ITERS
         # Spawns stubs: PR_SET_PDEATHSIG fires when the forking *thread* ends,
         # so it must be one that lives as long as the platform. It keeps
         # RESERVE stubs ready (fork and execve then wait for nothing), and

@@ -181,10 +181,10 @@ int sentry_vmexec_thread_init(struct sentry_vmexec_thread *t, uint8_t *mbox, int
     t->pid = pid;
     t->pidfd = pidfd;
     t->xsave_size = sentry_xsave_size();
-    t->spin = global->spin_iters;
+    t->spin = VMEXEC_SPIN_MAX;
     memset(t->msg, 0, 4096);
     t->msg->state = VMEXEC_RUN; /* until the new thread's first event */
-    t->msg->stub_spin = global->spin_iters;
+    t->msg->stub_spin = VMEXEC_SPIN_MAX;
     return 0;
 }
 

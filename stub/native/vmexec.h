@@ -81,8 +81,6 @@ struct vmexec_result {
  * and every spin is bounded. */
 struct vmexec_global {
     int32_t spinners, ncpu;
-    uint32_t spin_iters; /* bound of a spin wait, in `pause` iterations */
-    uint32_t pad;
 };
 /* One per stub thread, at the start of its slot. */
 struct vmexec_msg {
@@ -132,12 +130,12 @@ static inline void vmexec_relax(uint32_t i) {
  * from its futex first does not count: on this kind of host (a VM) waking
  * an idle CPU takes tens of microseconds, and counting it would push both
  * sides into sleeping for good. Shared by both sides. */
-#define VMEXEC_SPIN_MIN 800 /* `pause`s, ~25 ns each here */
+#define VMEXEC_SPIN_MIN 800    /* `pause`s, ~25 ns each here */
+#define VMEXEC_SPIN_MAX 20000  /* half a millisecond */
 static inline uint32_t vmexec_spin(struct vmexec_global *g, struct vmexec_msg *m, uint32_t *budget,
                                    uint32_t *w, uint32_t v, int partner_was_awake) {
-    uint32_t s = v, n = 0, b = *budget, max = __atomic_load_n(&g->spin_iters, __ATOMIC_RELAXED);
-    if (max > (1U << 22)) max = 1U << 22;
-    if (b > max) b = max;
+    uint32_t s = v, n = 0, b = *budget;
+    if (b > VMEXEC_SPIN_MAX) b = VMEXEC_SPIN_MAX;
     if (b < VMEXEC_SPIN_MIN) b = VMEXEC_SPIN_MIN;
     if (vmexec_spin_begin(g, m)) {
         for (; n < b && (s = __atomic_load_n(w, __ATOMIC_ACQUIRE)) == v; n++) vmexec_relax(n);
@@ -147,7 +145,7 @@ static inline uint32_t vmexec_spin(struct vmexec_global *g, struct vmexec_msg *m
         else if (partner_was_awake)
             b /= 2;
     }
-    *budget = b > max ? max : b;
+    *budget = b > VMEXEC_SPIN_MAX ? VMEXEC_SPIN_MAX : b;
     return s == v ? __atomic_load_n(w, __ATOMIC_ACQUIRE) : s;
 }
 
