@@ -1,5 +1,5 @@
 """The command line: `sentry run`, `sentry platforms`, `sentry syscalls`,
-`sentry trace` (sentry.tracecmd).
+`sentry trace` (sentry.tracecmd), `sentry bench` (sentry.bench).
 
 A thin layer over ``sentry.sandbox``; every user error is one line on
 stderr and a shell-style exit status (2 usage, 126 cannot execute, 127 not
@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from sentry import tracecmd
+from sentry import bench, tracecmd
 from sentry.config import Config
 
 
@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("platforms", help="list platforms and whether this host can run them")
     sub.add_parser("syscalls", help="list the system-call table with each call's status")
     tracecmd.add_parser(sub)
+    bench.add_parser(sub)
     return p
 
 
@@ -182,7 +183,7 @@ def cmd_syscalls(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"run": cmd_run, "platforms": cmd_platforms, "syscalls": cmd_syscalls,
-               "trace": tracecmd.cmd_trace}[args.command]
+               "trace": tracecmd.cmd_trace, "bench": bench.cmd_bench}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
