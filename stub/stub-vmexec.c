@@ -10,15 +10,18 @@
  *   handlers.
  * - The main thread becomes the control thread (ctl_loop): stackless code
  *   that waits on the command page, runs the system call it names (mmap,
- *   munmap, mprotect of MemoryFile ranges; clone of a stub thread) and posts
- *   the result. It runs under filter A: trusted instructions may make only
- *   those calls; any other call traps.
+ *   munmap, mprotect of MemoryFile ranges; clone of a stub thread), stores
+ *   the result and sleeps on the command page again, which is how the
+ *   Sentry learns the command is done (vmexec.h, "control channel"). It
+ *   runs under filter A: trusted instructions may make only the calls the
+ *   stub needs; any other call from them fails with EPERM.
  * - A stub thread (thread_start) sets its signal stack (its slot), installs
- *   filter B on itself (trusted instructions may make only futex,
- *   rt_sigreturn, exit and sched_yield) and executes int3: from then on it lives in the
- *   handler. Filters stack, so guest code that jumps into this file's
- *   `syscall` instructions gets at most B's calls, and the command page is
- *   read-only to it: a guest can never map anything itself.
+ *   filter B on itself (trusted instructions may make only futex off the
+ *   control pages, rt_sigreturn, exit and sched_yield) and executes int3:
+ *   from then on it lives in the handler. Filters stack, so guest code that
+ *   jumps into this file's `syscall` instructions gets at most B's calls,
+ *   and the command page is read-only to it: a guest can never map
+ *   anything itself, nor touch another address space.
  * - handler: for SIGSYS (a guest system call), SIGSEGV, SIGBUS, SIGFPE,
  *   SIGILL, SIGTRAP and the interrupt signal, it records where the kernel put
  *   the signal frame (ucontext with the registers, XSAVE area, siginfo: all
