@@ -137,7 +137,7 @@ class Sandbox:
     def _init(self, config: Config, policy: Policy | None) -> None:
         self.platform_cls = pick_platform(config.platform)  # fail now, with the reason
         self.config = config
-        self.policy = policy if policy is not None and not policy.empty else None
+        self.policy = policy
 
     # ------------------------------------------------------------ running
     def start(self, argv: Sequence[str | bytes], *, stdin: Stdio = DEVNULL, stdout: Stdio = INHERIT,
@@ -212,7 +212,7 @@ class Process:
             tracer = self._tracer(config)
             kernel = Kernel(config, platform_cls)
             kernel.tracer = tracer
-            kernel.policy = policy
+            kernel.policy = policy if policy is not None and not policy.empty else None  # as registered now
             sys.setswitchinterval(0.001)
             try:
                 kernel.start(argv, envp, fds)
@@ -221,6 +221,9 @@ class Process:
                 raise SandboxError(e.message, exec_error_status(e)) from None
         except BaseException:
             self._close_pipes()
+            for f in (self.stdin, self.stdout, self.stderr):
+                if f is not None:
+                    f.close()
             raise
         self.kernel = kernel
         threading.Thread(target=self._reap, name="sentry-reaper", daemon=True).start()

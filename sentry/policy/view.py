@@ -192,7 +192,7 @@ class Call(_TaskView):
     __slots__ = ("entry", "args", "result", "_text", "_paths")
 
     def __init__(self, task: "Task", entry: Syscall, args: tuple[int, ...]):
-        super().__init__(task)
+        self._task = task  # (_TaskView.__init__ inlined: one view per hooked call)
         self.entry = entry
         self.args = args
         self.result: int | None = None
