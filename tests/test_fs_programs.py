@@ -207,3 +207,9 @@ def test_advisory_locks_between_processes_match_native(sentry, cprog, tmp_path):
     assert got.returncode == 0, got.stderr
     assert got.stdout == want.stdout
     assert b"child wrlck wait: ok" in got.stdout  # F_SETLKW waited for the parent's close
+
+
+def test_bad_working_directory_is_one_line(sentry):
+    got = sentry.run("/bin/true", options=("--cwd", "/etc/passwd"))
+    assert got.returncode == 127
+    assert got.stderr == b"sentry: cannot enter working directory /etc/passwd: Not a directory\n"

@@ -13,7 +13,7 @@ import stat
 
 import pytest
 
-from sentry.errors import SyscallError
+from sentry.errors import ExecError, SyscallError
 from sentry.fs.context import FSContext
 from sentry.fs.file import O_APPEND, O_CREAT, O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_PATH, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY
 from sentry.fs.overlay import RENAME_EXCHANGE, RENAME_NOREPLACE
@@ -146,8 +146,9 @@ def test_paths_and_cwd(vfs, fs):
     assert f.path == "/etc/marker"
     assert vfs.open(fs, None, b"..", O_RDONLY).path == "/"
     assert FSContext.initial(vfs, "/a/b").cwd_path() == "/a/b"
-    with pytest.raises(SyscallError):
+    with pytest.raises(ExecError) as e:
         FSContext.initial(vfs, "/a/other")
+    assert e.value.errno == errno.ENOTDIR and "/a/other" in e.value.message
 
 
 def test_open_exec(vfs, fs):

@@ -7,7 +7,7 @@ import errno
 import os
 from typing import TYPE_CHECKING
 
-from sentry.errors import SyscallError
+from sentry.errors import ExecError, SyscallError
 from sentry.fs.vfs import path_of
 
 if TYPE_CHECKING:
@@ -31,11 +31,15 @@ class FSContext:
     @classmethod
     def initial(cls, vfs: "VFS", cwd: str = "/") -> "FSContext":
         """The first process's context, in sandbox directory ``cwd``.
-        Raises SyscallError (ENOENT, ENOTDIR...) if cwd cannot be entered."""
+        Raises ExecError (the program cannot start: errno and a one-line
+        message) if cwd cannot be entered."""
         ctx = cls(vfs, vfs.root, vfs.root)
-        node = vfs.lookup(ctx, None, os.fsencode(cwd))
-        if node.kind != 0o040000:
-            raise SyscallError(errno.ENOTDIR)
+        try:
+            node = vfs.lookup(ctx, None, os.fsencode(cwd))
+            if node.kind != 0o040000:
+                raise SyscallError(errno.ENOTDIR)
+        except SyscallError as e:
+            raise ExecError(e.errno, f"cannot enter working directory {cwd}: {os.strerror(e.errno)}") from None
         ctx.cwd = node
         return ctx
 
