@@ -198,3 +198,21 @@ def test_views_read_only(platform):
     assert got["pid"] == got["tid"] == 1 and got["comm"] == "cat" and got["cwd"] == "/etc"
     assert not got["has_task"]
     assert os.path.exists("/etc/passwd")
+
+
+def test_hook_on_a_call_the_sentry_lacks(platform):
+    """A call missing from the table (acct) is ENOSYS unless a hook answers;
+    its hook sees the six argument registers."""
+    seen = []
+    policy = Policy()
+
+    @policy.syscall("acct")
+    def answer(call):
+        seen.append(call.args[:3])
+        return Return(77) if call.args[0] == 1 else None
+
+    code = "import ctypes; s = ctypes.CDLL(None, use_errno=True).syscall; " \
+           "print(s(163, 1, 2, 3), s(163, 0, 0, 0), ctypes.get_errno())"
+    r = Sandbox(platform=platform, policy=policy).run([sys.executable, "-S", "-c", code], timeout=TIMEOUT)
+    assert r.stdout == b"77 -1 %d\n" % errno.ENOSYS, r
+    assert seen == [(1, 2, 3), (0, 0, 0)]

@@ -25,7 +25,7 @@ from sentry.errors import ExecError, SyscallError
 from sentry.kernel.task import killed_status
 from sentry.policy.core import Deny, Kill, Policy, PolicyError, Return, hook_name
 from sentry.policy.view import Call, FileOpen, ProcessEvent
-from sentry.syscalls.spec import Status, Syscall
+from sentry.syscalls.spec import Hex, Status, Syscall
 
 if TYPE_CHECKING:
     from sentry.kernel.task import Task, ThreadGroup
@@ -131,8 +131,8 @@ def wrap_table(policy: Policy, base: list[Syscall | None]) -> list[Syscall | Non
     for nr in sorted(numbers):
         entry = base[nr] if nr < len(base) else None
         if entry is None:  # not in the table: ENOSYS, unless a hook decides
-            entry = Syscall(nr, NAMES.get(nr, f"sys_{nr}"), None, (), Status.ERROR, "not in the table",
-                            errno.ENOSYS, 0)
+            entry = Syscall(nr, NAMES.get(nr, f"sys_{nr}"), None, (Hex,) * 6, Status.ERROR, "not in the table",
+                            errno.ENOSYS, 6)
         before = policy.before.get(nr, []) + every_before
         after = policy.after_hooks.get(nr, []) + every_after
         handler = _handler(entry, before, after, policy.opens if nr in open_nrs else [],
