@@ -134,8 +134,9 @@ class Policy:
         """Run ``hook(event)`` at each process event of ``kind`` (exec,
         clone, exit). Exec hooks run once the program is loaded, before it
         replaces the old one: ``Deny`` makes execve fail, ``Kill`` kills.
-        Clone hooks run in the parent once the call returned; exit hooks
-        are told only (their decision is ignored)."""
+        Clone hooks run in the parent once the call returned (after a
+        vfork: once the child has exec'd or exited; ``Kill`` kills the
+        parent); exit hooks are told only (their decision is ignored)."""
         if kind not in EVENT_KINDS:
             raise PolicyError(f"unknown process event {kind!r} (have: {', '.join(EVENT_KINDS)})")
         with self._lock:
