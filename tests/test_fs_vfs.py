@@ -386,3 +386,19 @@ def test_mknod_socket_inode(vfs, fs):
     assert stat.S_ISSOCK(vfs.lookup(fs, None, b"/a/unbound").stat().st_mode)
     assert errno_of(vfs.open, fs, None, b"/a/unbound", O_RDONLY) == errno.ENXIO
     assert errno_of(vfs.mknod, fs, None, b"/a/dev", stat.S_IFCHR | 0o600) == errno.EPERM
+
+
+def test_o_tmpfile(vfs, fs):
+    from sentry.fs.file import O_TMPFILE
+
+    f = vfs.open(fs, None, b"/a", O_TMPFILE | O_RDWR, 0o600)
+    assert f.path.startswith("/a/#") and f.stat().st_nlink == 0
+    f.write(b"unnamed")
+    assert b"b" in names(vfs, fs, b"/a") and len(names(vfs, fs, b"/a")) == 2  # no new name
+    vfs.link_node(fs, f.node, None, b"/a/named")
+    assert read(vfs, fs, b"/a/named") == b"unnamed" and f.stat().st_nlink == 1
+    excl = vfs.open(fs, None, b"/a", O_TMPFILE | O_RDWR | O_EXCL, 0o600)
+    assert errno_of(vfs.link_node, fs, excl.node, None, b"/a/never") == errno.ENOENT
+    assert errno_of(vfs.open, fs, None, b"/a", O_TMPFILE | O_RDONLY) == errno.EINVAL
+    assert errno_of(vfs.open, fs, None, b"/a/other", O_TMPFILE | O_RDWR) == errno.ENOTDIR
+    assert errno_of(vfs.open, fs, None, b"/proc", O_TMPFILE | O_RDWR) == errno.EOPNOTSUPP

@@ -183,6 +183,11 @@ class Node:
         """A new empty regular file; EEXIST if the name is taken."""
         raise err(self.fs.readonly_errno)
 
+    def tmpfile(self, mode: int, creds, linkable: bool) -> "Node":
+        """An unnamed regular file (O_TMPFILE); ``linkable``: linkat may
+        give it a name later."""
+        raise err(errno.EOPNOTSUPP)
+
     def mkdir(self, name: bytes, mode: int, creds) -> "Node":
         raise err(self.fs.readonly_errno)
 

@@ -210,13 +210,14 @@ class OvFile(OvNode):
     """A regular file: ``data`` is its content once copied up (or created
     in the upper layer); ``version`` counts content changes."""
 
-    __slots__ = ("data", "version")
+    __slots__ = ("data", "version", "linkable")
     kind = S.S_IFREG
 
     def __init__(self, fs, lower, meta, data: bytearray | None = None):
         super().__init__(fs, lower, meta)
         self.data = data
         self.version = 0
+        self.linkable = False  # an O_TMPFILE file (without O_EXCL) may get a name
 
     def copy_up(self) -> bytearray:
         """The content in memory, read from the host on first call."""
@@ -438,6 +439,14 @@ class OvDir(OvNode):
     def create(self, name, mode, creds):
         st = Stat(S.S_IFREG | (mode & 0o7777), *_owner(creds), dev=self.fs.dev)
         return self._new(name, OvFile(self.fs, None, st, bytearray()))
+
+    def tmpfile(self, mode: int, creds, linkable: bool) -> OvFile:
+        """An unnamed regular file on this file system (O_TMPFILE)."""
+        self.fs.check_writable()
+        st = Stat(S.S_IFREG | (mode & 0o7777), *_owner(creds), dev=self.fs.dev, nlink=0)
+        node = OvFile(self.fs, None, st, bytearray())
+        node.linkable = linkable
+        return node
 
     def mkdir(self, name, mode, creds):
         st = Stat(S.S_IFDIR | (mode & 0o7777), *_owner(creds), dev=self.fs.dev, nlink=2, size=BLKSIZE)

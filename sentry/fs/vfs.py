@@ -245,9 +245,9 @@ class VFS:
     def open(self, fs: "FSContext", start: Node | None, path: bytes, flags: int, mode: int = 0,
              ctx=None) -> OpenFile:
         """open(2)/openat(2) semantics for ``path``. Raises SyscallError."""
-        if flags & O_TMPFILE == O_TMPFILE:
-            raise err(errno.EOPNOTSUPP)
         creds = creds_of(ctx)
+        if flags & O_TMPFILE == O_TMPFILE:
+            return self._open_tmpfile(fs, start, path, flags, mode, ctx)
         created = False
         if flags & O_CREAT:
             parent, name, node = self._open_create(fs, start, path, flags, mode, ctx)
@@ -268,6 +268,19 @@ class VFS:
         if not created:
             check_access(node, creds, _ACCESS[flags & O_ACCMODE] | (W_OK if flags & O_TRUNC else 0))
         return node.open(where, flags, ctx)
+
+    def _open_tmpfile(self, fs, start, path, flags, mode, ctx) -> OpenFile:
+        """O_TMPFILE: an unnamed file in the directory ``path``."""
+        if flags & O_ACCMODE not in (O_WRONLY, O_RDWR):
+            raise err(errno.EINVAL)
+        d = self.lookup(fs, start, path, True, ctx)
+        if d.kind != _DIR:
+            raise err(errno.ENOTDIR)
+        check_access(d, creds_of(ctx), W_OK | X_OK)
+        node = d.tmpfile(mode & ~fs.umask & 0o7777, creds_of(ctx), linkable=not flags & O_EXCL)
+        base = path_of(d, fs.root)
+        where = f"{base if base != '/' else ''}/#{node.stat().st_ino}"
+        return node.open(where, flags & ~O_TMPFILE, ctx)
 
     def _open_create(self, fs, start, path, flags, mode, ctx) -> tuple[Node | None, bytes, Node | None]:
         """(parent, name, existing node or None) for open with O_CREAT,
@@ -380,7 +393,9 @@ class VFS:
         if node.fs is not d.fs:
             raise err(errno.EXDEV)
         if node.stat().st_nlink == 0:
-            raise err(errno.ENOENT)  # an unlinked file stays unlinked
+            if not getattr(node, "linkable", False):
+                raise err(errno.ENOENT)  # an unlinked file stays unlinked
+            node.linkable = False  # an O_TMPFILE file gets its one name
         d.link(name, node)
 
     def symlink(self, fs: "FSContext", target: bytes, start: Node | None, path: bytes, ctx=None) -> None:
