@@ -1,0 +1,159 @@
+"""Escape attempts, on every platform: a real guest program (progs/
+escape_attempts.c) tries to get out of ``--rootfs`` and the sandbox by
+every route listed in docs/SECURITY.md, and reports each attempt; the host
+side checks what the guest cannot see: the host files, listeners, hostname
+and processes are unchanged, and no stub process remains.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import shutil
+import socket
+import time
+
+import pytest
+
+from test_processes import _stubs
+
+MIN_ATTEMPTS = 80  # escape_attempts.c makes this many at least; fewer means it stopped early
+
+
+def leaked_stubs(before: set[int], wait: float = 10.0) -> set[int]:
+    """Stub processes not in ``before`` that outlived their Sentry (their
+    parent is init now). Other sandboxes may run concurrently: their stubs
+    still have a live parent. Waits up to ``wait`` seconds for teardown."""
+    def orphans() -> set[int]:
+        out = set()
+        for pid in _stubs() - before:
+            try:
+                ppid = int(pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue  # gone
+            if ppid == 1:
+                out.add(pid)
+        return out
+
+    deadline = time.monotonic() + wait
+    while (found := orphans()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+def _tree_digest(root: pathlib.Path) -> str:
+    """Names, modes and contents of every entry under root (links unfollowed)."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in sorted(os.walk(root)):
+        for name in sorted(dirnames + filenames):
+            p = pathlib.Path(dirpath, name)
+            st = p.lstat()
+            h.update(f"{p.relative_to(root)} {st.st_mode:o} {st.st_rdev}\n".encode())
+            if p.is_symlink():
+                h.update(os.readlink(p).encode())
+            elif p.is_file():
+                h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def jail(tmp_path, cprog):
+    """A rootfs holding the attack program, with traps the host left in it:
+    symlinks out (absolute, relative, to a directory, to /bin/sh), device
+    nodes (/dev/mem, /dev/kvm), a host unix socket. Next to it, outside:
+    the secret and the place of a marker that must never appear."""
+    root = tmp_path / "root"
+    (root / "tmp").mkdir(parents=True)
+    secret = tmp_path / "secret"
+    secret.write_text("TOPSECRET\n")
+    shutil.copy(cprog("escape_attempts"), root / "prog")
+    (root / "link_abs").symlink_to(secret)
+    (root / "link_up").symlink_to("../secret")
+    (root / "link_dir").symlink_to(tmp_path)
+    (root / "link_bin").symlink_to("/bin/sh")
+    for name, dev in (("mem", os.makedev(1, 1)), ("kvm", os.makedev(10, 232))):
+        try:
+            os.mknod(root / name, 0o600 | 0o020000, dev)
+        except PermissionError:
+            pass  # not root: the attempt then meets a missing node
+    in_root = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    in_root.bind(str(root / "host.sock"))
+    in_root.listen()
+    host_unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    host_unix.bind(str(tmp_path / "host.sock"))
+    host_unix.listen()
+    abstract_name = f"sentry-escape-{os.getpid()}-{tmp_path.name}"
+    abstract = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    abstract.bind("\0" + abstract_name)
+    abstract.listen()
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen()
+    listeners = (in_root, host_unix, abstract, tcp)
+    for s in listeners:
+        s.setblocking(False)
+    yield {"root": root, "secret": secret, "marker": tmp_path / "marker", "host_unix": tmp_path / "host.sock",
+           "abstract": abstract_name, "port": tcp.getsockname()[1], "listeners": listeners}
+    for s in listeners:
+        s.close()
+
+
+def _nobody_connected(listeners) -> list[str]:
+    got = []
+    for s in listeners:
+        try:
+            conn, _ = s.accept()
+        except BlockingIOError:
+            continue
+        got.append(repr(s.getsockname()))
+        conn.close()
+    return got
+
+
+def test_escape_attempts_all_fail(sentry, jail):
+    before_tree, before_stubs = _tree_digest(jail["root"]), _stubs()
+    hostname = socket.gethostname()
+    lo = os.getpid()  # the test runner, then the Sentry, its stubs and anything started after
+    got = sentry.run("/prog", "all", str(jail["secret"]), str(jail["marker"]), str(jail["port"]),
+                     str(jail["host_unix"]), jail["abstract"], str(lo), str(lo + 400),
+                     options=("--rootfs", str(jail["root"]), "--pids", "64", "--nofile", "64",
+                              "--memory", "256M", "--timeout", "150"), timeout=180)
+    out = got.stdout.decode(errors="replace")
+    assert "ESCAPE" not in out, out
+    last = out.strip().splitlines()[-1] if out.strip() else ""
+    assert last.startswith("attempts ") and last.endswith(" escapes 0"), (out, got.stderr[-2000:])
+    assert int(last.split()[1]) >= MIN_ATTEMPTS
+    assert got.returncode == 0, got.stderr[-2000:]
+    # What the guest could not see for itself.
+    assert jail["secret"].read_text() == "TOPSECRET\n"
+    assert not jail["marker"].exists()
+    assert _tree_digest(jail["root"]) == before_tree
+    assert _nobody_connected(jail["listeners"]) == []
+    assert socket.gethostname() == hostname
+    assert not leaked_stubs(before_stubs)
+
+
+def test_sandbox_proc_shows_no_host_process(sentry):
+    """Every pid under the sandbox's /proc is a sandbox process."""
+    got = sentry.run("/bin/sh", "-c", "ls /proc | grep -E '^[0-9]+$'; echo end")
+    pids = [int(p) for p in got.stdout.split()[:-1]]
+    assert got.stdout.endswith(b"end\n") and pids and max(pids) < 100, got.stdout
+
+
+def test_host_files_are_untouched_by_guest_writes(sentry, tmp_path):
+    """The default root is the host / under a memory overlay: the guest may
+    write anywhere and delete anything; the host sees none of it."""
+    target = tmp_path / "victim"
+    target.write_text("original\n")
+    script = f"echo changed > {target}; rm -f {tmp_path}/victim2; mkdir {tmp_path}/newdir; cat {target}"
+    (tmp_path / "victim2").write_text("keep\n")
+    got = sentry.run("/bin/sh", "-c", script)
+    assert got.stdout == b"changed\n", got.stderr
+    assert target.read_text() == "original\n"
+    assert (tmp_path / "victim2").exists() and not (tmp_path / "newdir").exists()
+
+
+def test_execve_outside_rootfs_fails(sentry, jail):
+    got = sentry.run("/bin/sh", "-c", "echo escaped", options=("--rootfs", str(jail["root"])))
+    assert got.returncode == 127 and got.stdout == b""
+
