@@ -81,8 +81,14 @@ def _fault(task: Task) -> None:
     signal for the guest (forced: a blocked or ignored fault signal kills,
     as on Linux)."""
     info = task.context.signal_info
-    if info.signo == S.SIGSEGV and task.mm.handle_fault(info.addr):
-        return
+    if info.signo == S.SIGSEGV:
+        try:
+            if task.mm.handle_fault(info.addr):
+                return
+        except SyscallError:  # ENOMEM: no page for the copy (--memory): killed, as by Linux's OOM killer
+            task.kernel.debug(f"task {task.tid}: out of memory copying {info.addr:#x}: SIGKILL")
+            task.pending |= signals.bit(S.SIGKILL)
+            return
     if info.signo == S.SIGSTOP:
         return
     task.kernel.debug(f"task {task.tid}: signal {info.signo} (code {info.code}, addr {info.addr:#x}) "
