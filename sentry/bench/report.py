@@ -40,8 +40,17 @@ def text(doc: dict[str, Any], out: TextIO) -> None:
             cell = _fmt(v, b["unit"]) + ("" if n == "native" else " " + _x(b["ratio_to_native"].get(n)))
             cells.append(f"{cell.strip():>{width}}")
         print(f"{b['title']:34}" + "".join(cells), file=out)
+    ours = [n for n in names if n not in ("native", "runsc")]
+    if "runsc" in names and ours:
+        print("\nratio to runsc ptrace (below 1: faster than gVisor)", file=out)
+        print(f"{'':34}" + "".join(f"{'sentry ' + n:>{width}}" for n in ours), file=out)
+        for b in doc["benchmarks"]:
+            cells = [b["ratio_to_runsc"].get(n) for n in ours]
+            print(f"{b['title']:34}" + "".join(f"{'-' if r is None else f'{r:.2f}x':>{width}}" for r in cells),
+                  file=out)
     if doc["floors"]:
-        print("\ngetppid round trip vs the C floor of each mechanism and vs runsc (same run)", file=out)
+        print(f"\ngetppid round trip vs the C floor of each mechanism and vs runsc "
+              f"(median of {doc['floors'][0]['rounds']} interleaved rounds)", file=out)
         for f in doc["floors"]:
             ours = _fmt(f["sentry_ns"], "ns")
             floor = _fmt(f["floor_ns"], "ns")

@@ -8,14 +8,15 @@ figures taken under the same machine noise:
 
 1. micro-benchmarks (``progs/micro.c``, timed inside the guest, median of
    RUNS runs), pinned to CPU 0 like the floors;
-2. workloads: wall time of whole commands (``true``, a busybox script,
-   python3 start-up), median of REPS, the repetitions interleaved across
-   targets;
-3. C floors (``/work/shared/floors``): each platform's getppid round trip
+2. C floors (``/work/shared/floors``): each platform's getppid round trip
    against the C prototype of its interception mechanism, in the wake-up
-   style the platform uses on one CPU (and vmexec's spin style unpinned).
+   style the platform uses on one CPU (and vmexec's spin style unpinned),
+   and against runsc: rounds of (floor, Sentry, runsc) interleaved;
+3. workloads: wall time of whole commands (``true``, a busybox script,
+   python3 start-up), median of REPS, the repetitions interleaved across
+   targets.
 
-``run(options, progress)`` returns the document that ``report`` prints,
+``run(options)`` returns the document that ``report`` prints,
 plots and dumps as JSON; a figure that could not be taken is None, with
 a line in ``notes`` saying why.
 """
@@ -67,6 +68,10 @@ class Options:
     @property
     def reps(self) -> int:  # repetitions of each workload command
         return 2 if self.quick else 5
+
+    @property
+    def floor_rounds(self) -> int:  # interleaved rounds of floor, Sentry and runsc getppid
+        return 1 if self.quick else 3
 
     @property
     def timeout(self) -> float:
@@ -222,6 +227,46 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def _floors(options: Options, rows: list[tuple[str, str, list[str], dict[str, str], bool]],
+            floors_dir: pathlib.Path | None, micro: str, live: list[Target], progress: Progress,
+            notes: list[str]) -> list[dict[str, Any]]:
+    """Each platform's getppid loop against its C floor and runsc, pinned as
+    the floor is; rounds of (floor, Sentry, runsc) interleaved so each
+    median is taken under the same noise."""
+    by_name = {t.name: t for t in live}
+    loop = [micro, str(options.runs), f"getppid:{_iterations('getppid', options)}"]
+    taken: dict[str, dict[str, list[float]]] = {r[0]: {"floor": [], "sentry": [], "runsc": []} for r in rows}
+    for _ in range(options.floor_rounds):
+        for label, platform_name, argv, env, pinned in rows:
+            assert floors_dir is not None
+            progress.step(f"getppid: C floor {' '.join(argv)}")
+            r, why = _execute([str(floors_dir / argv[0]), *argv[1:]], options.timeout, pin=pinned,
+                              env={**os.environ, **env})
+            figure = _floor_ns(r.stdout) if r else None
+            if figure is None:
+                notes.append(f"floor {' '.join(argv)} failed: {why or 'no figure in its output'}")
+            runs = [("floor", figure)]
+            for key, target in (("sentry", by_name[platform_name]), ("runsc", by_name.get("runsc"))):
+                if target is None:
+                    continue
+                progress.step(f"getppid: {target.name}{'' if pinned else ' unpinned'}")
+                r, why = _execute([*target.prefix, *loop], options.timeout, pin=pinned)
+                if r is None:
+                    notes.append(f"getppid on {target.name} failed: {why}")
+                runs.append((key, _parse_micro(r.stdout).get("getppid") if r else None))
+            for key, figure in runs:
+                if figure is not None:
+                    taken[label][key].append(figure)
+    result = []
+    for label, platform_name, argv, _, pinned in rows:
+        med = {k: statistics.median(v) if v else None for k, v in taken[label].items()}
+        result.append({"label": label, "platform": platform_name, "floor": " ".join(argv), "pinned_cpu0": pinned,
+                       "rounds": options.floor_rounds, "floor_ns": med["floor"], "sentry_ns": med["sentry"],
+                       "runsc_ns": med["runsc"], "ratio_to_floor": _ratio(med["sentry"], med["floor"]),
+                       "ratio_to_runsc": _ratio(med["sentry"], med["runsc"])})
+    return result
+
+
 def run(options: Options, progress_enabled: bool = True) -> dict[str, Any]:
     """Take every figure; return the results document (see module doc)."""
     notes: list[str] = []
@@ -250,9 +295,11 @@ def _run(options: Options, progress_enabled: bool, notes: list[str], runsc_root:
             notes.append(f"workload {name} skipped: {why}")
     workloads = {k: v for k, v in workloads.items() if v[1] is not None}
     floor_rows = _floor_specs(options, {t.name for t in live}) if floors_dir else []
-    extra_unpinned = [r for r in floor_rows if not r[4]]
+    if micro is None:
+        floor_rows = []
+    has_runsc = any(t.name == "runsc" for t in live)
     total = (len(live) if micro else 0) + options.reps * len(workloads) * len(live) \
-        + len(floor_rows) + len(extra_unpinned) * (1 if micro else 0)
+        + options.floor_rounds * len(floor_rows) * (3 if has_runsc else 2)
     progress = Progress(total, progress_enabled)
     figures: dict[str, dict[str, float | None]] = {}
     names = [t.name for t in live]
@@ -269,6 +316,8 @@ def _run(options: Options, progress_enabled: bool, notes: list[str], runsc_root:
                 notes.append(f"micro-benchmarks on {t.name} failed: {why}")
             for op in MICRO:
                 figures[op][t.name] = got.get(op)
+
+    floors = _floors(options, floor_rows, floors_dir, micro, live, progress, notes) if micro else []
 
     walls: dict[str, dict[str, list[float]]] = {w: {n: [] for n in names} for w in workloads}
     for rep in range(options.reps):
@@ -297,26 +346,6 @@ def _run(options: Options, progress_enabled: bool, notes: list[str], runsc_root:
             "ratio_to_runsc": {n: _ratio(v, runsc) for n, v in per.items() if n not in ("native", "runsc")},
         })
 
-    floors = []
-    getppid = figures.get("getppid", {})
-    for label, platform_name, argv, env, pinned in floor_rows:
-        progress.step(f"C floor {' '.join(argv)}")
-        assert floors_dir is not None
-        r, why = _execute([str(floors_dir / argv[0]), *argv[1:]], options.timeout, pin=pinned,
-                          env={**os.environ, **env})
-        floor = _floor_ns(r.stdout) if r else None
-        if floor is None:
-            notes.append(f"floor {' '.join(argv)} failed: {why or 'no figure in its output'}")
-        sentry_ns = getppid.get(platform_name)
-        if not pinned and micro:  # the same guest loop, unpinned
-            progress.step(f"getppid on {platform_name} unpinned")
-            target = next(t for t in live if t.name == platform_name)
-            r, why = _execute([*target.prefix, micro, str(options.runs), f"getppid:{_iterations('getppid', options)}"],
-                              options.timeout)
-            sentry_ns = _parse_micro(r.stdout).get("getppid") if r else None
-        floors.append({"label": label, "platform": platform_name, "floor": " ".join(argv), "pinned_cpu0": pinned,
-                       "floor_ns": floor, "sentry_ns": sentry_ns, "ratio_to_floor": _ratio(sentry_ns, floor),
-                       "runsc_ns": getppid.get("runsc"), "ratio_to_runsc": _ratio(sentry_ns, getppid.get("runsc"))})
     progress.finish()
     return {
         "version": 1,
