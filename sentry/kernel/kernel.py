@@ -44,6 +44,7 @@ class Kernel:
         self.lock = threading.RLock()
         self._next_pid = 1
         self.tasks: dict[int, Task] = {}  # guarded by lock
+        self.threads_running = 0  # task threads not yet finished, teardown included; guarded by lock
         self.groups: dict[int, ThreadGroup] = {}  # live and zombie; guarded by lock
         self.init: ThreadGroup | None = None
         self.reported_enosys: set[int] = set()
@@ -172,6 +173,8 @@ class Kernel:
 
     def spawn(self, task: Task, setup=None) -> None:
         """Run ``task`` on a new OS thread; ``setup`` runs first, there."""
+        with self.lock:
+            self.threads_running += 1
         threading.Thread(target=self._task_main, args=(task, setup), name=f"task-{task.tid}", daemon=True).start()
 
     def _task_main(self, task: Task, setup) -> None:
@@ -190,7 +193,11 @@ class Kernel:
             if self.init is not None:
                 self.exit_group(self.init, status)
         finally:
-            self._task_exited(task, status)
+            try:
+                self._task_exited(task, status)
+            finally:
+                with self.lock:
+                    self.threads_running -= 1
 
     # --------------------------------------------------------------- exit
     def exit_group(self, group: ThreadGroup, status: int) -> None:
@@ -297,7 +304,7 @@ class Kernel:
         """After the sandbox ended: wait briefly for task threads, then
         release every stub and the MemoryFile."""
         deadline = time.monotonic() + 5
-        while self.tasks and time.monotonic() < deadline:
+        while self.threads_running and time.monotonic() < deadline:  # their teardown still uses the MemoryFile
             time.sleep(0.005)
         m = self.memory
         self.debug(f"memory peak {m.peak / 2**20:.1f} MiB, {m.allocated / 2**20:.1f} MiB at exit; "
