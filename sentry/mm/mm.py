@@ -110,6 +110,9 @@ class VMA:
                    self.file, self.file_offset + delta if self.file else 0, self.name, self.cow)
 
 
+_TASK_SIZE = (1 << 47) - PAGE  # Linux x86-64 user space ends here
+
+
 class MemoryManager:
     def __init__(self, memory: MemoryFile, space: AddressSpace | None, cache: "PageCache",
                  min_address: int, max_address: int):
@@ -308,8 +311,8 @@ class MemoryManager:
         return Backing(offset, length)
 
     def munmap(self, addr: int, length: int) -> None:
-        if addr & (PAGE - 1) or length <= 0:
-            raise SyscallError(errno.EINVAL)
+        if addr & (PAGE - 1) or length <= 0 or length > _TASK_SIZE or addr > _TASK_SIZE - length:
+            raise SyscallError(errno.EINVAL)  # as Linux: past the top of user space
         end = addr + page_up(length)
         with self.lock:
             removed = self._carve(addr, end)

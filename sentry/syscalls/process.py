@@ -85,9 +85,9 @@ def sys_getgroups(t: Task, size: int, addr: int) -> int:
 
 
 def _set_id(t: Task, value: int, fields: tuple[str, ...]) -> int:
-    value = s32(value)
-    if value == -1:
-        return 0
+    value &= 0xFFFFFFFF  # a uid_t; (uid_t)-1 is no id (Linux: EINVAL)
+    if value == 0xFFFFFFFF:
+        raise SyscallError(errno.EINVAL)
     c = t.creds
     if c.euid != 0 and value not in (getattr(c, f) for f in fields):
         raise SyscallError(errno.EPERM)
