@@ -89,8 +89,8 @@ def svg(doc: dict[str, Any]) -> str:
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'font-family="sans-serif" font-size="11">',
              f'<rect width="{width}" height="{height}" fill="white"/>',
-             f'<text x="10" y="18" font-size="14" font-weight="bold">sentry bench: slowdown vs native '
-             f'(log scale; label = median)</text>']
+             '<text x="10" y="18" font-size="14" font-weight="bold">sentry bench: slowdown vs native '
+             '(log scale; label = median)</text>']
     for i, n in enumerate(names):
         parts.append(f'<rect x="{10 + i * 130}" y="30" width="12" height="12" fill="{colour[n]}"/>'
                      f'<text x="{26 + i * 130}" y="40">{escape(n if n == "runsc" else "sentry " + n)}</text>')
