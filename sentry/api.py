@@ -14,6 +14,9 @@ In a nutshell::
     p.returncode                                                  # 0
 
     r = await box.run_async(["/bin/true"])                        # in a trio task
+    p = box.start(argv, stdout=PIPE)                              # streaming in trio:
+    async for chunk in trio.lowlevel.FdStream(os.dup(p.stdout.fileno())): ...
+    await p.wait_async()
 
 A ``Sandbox`` is a reusable description; each ``run``/``start`` builds a
 fresh kernel (its own MemoryFile, overlay, PID table and stubs), so two
@@ -352,6 +355,16 @@ class Process:
             raise SandboxError(f"internal error: {type(err).__name__}: {err}", 125)
         assert self.status is not None
         return self.status
+
+    async def wait_async(self, timeout: float | None = None) -> int:
+        """``wait`` for a trio task (cancelling it kills the sandbox)."""
+        import trio
+
+        try:
+            return await trio.to_thread.run_sync(self.wait, timeout, cancellable=True)
+        except BaseException:
+            self.kill()
+            raise
 
     @property
     def returncode(self) -> int | None:
