@@ -216,3 +216,12 @@ def test_hook_on_a_call_the_sentry_lacks(platform):
     r = Sandbox(platform=platform, policy=policy).run([sys.executable, "-S", "-c", code], timeout=TIMEOUT)
     assert r.stdout == b"77 -1 %d\n" % errno.ENOSYS, r
     assert seen == [(1, 2, 3), (0, 0, 0)]
+
+
+def test_hook_on_every_call(platform):
+    names = []
+    policy = Policy()
+    policy.syscall()(lambda call: names.append(call.name))
+    r = Sandbox(platform=platform, policy=policy).run(["/bin/sh", "-c", "echo hi"], timeout=TIMEOUT)
+    assert r.stdout == b"hi\n"
+    assert names[-2:] == ["write", "exit_group"] and "openat" in names
