@@ -229,3 +229,26 @@ def test_fifo_open_partners(vfs, task):
     assert r.read(10) == b"x" and r.read(10) == b""
     rw = vfs.open(fs, None, b"/dev/shm/fifo", O_RDWR)
     assert rw.peer_opened() and rw.write(b"self") == 4 and rw.read(10) == b"self"
+
+
+def test_host_fd_watcher_wakes_then_ends():
+    import threading
+
+    from sentry.fs.stdio import HostPassthrough
+
+    r, w = os.pipe()
+    try:
+        f = HostPassthrough(None, "pipe:[host]", O_RDONLY, r, owned=False)
+        assert _errno(f.read, 10) == errno.EAGAIN  # nothing yet: the syscall layer would wait
+        woken = threading.Event()
+        f.subscribe(woken.set)
+        watcher = [th for th in threading.enumerate() if th.name == f"sentry-hostfd-{r}"]
+        assert len(watcher) == 1
+        os.write(w, b"data")
+        assert woken.wait(30)
+        watcher[0].join(30)
+        assert not watcher[0].is_alive()  # nobody waits any more: no thread left
+        assert f.readiness() & POLLIN and f.read(10) == b"data"
+    finally:
+        os.close(r)
+        os.close(w)

@@ -33,7 +33,7 @@ Lock order (outermost first):
     FDTable.lock          (leaf: files are released after it is dropped)
     OpenFile.lock         (the offset)
       > OverlayFS.lock    (namespace changes, copy-up, file data)
-    Pipe.lock, LockTable.lock, the stdio watcher's condition
+    Pipe.lock, LockTable.lock, the stdio watcher's lock
                           (leaves; readiness callbacks run after them)
 Lookups of cached names, reads of cached data and ``FDTable.get`` take no
 lock (single dict reads under the GIL).

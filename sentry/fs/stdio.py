@@ -39,37 +39,42 @@ def _host_events(fd: int, want: int, timeout_ms: int) -> int:
 
 class _Watcher:
     """Tells subscribers when a host fd becomes ready: a daemon thread
-    polls the fd while someone waits (each subscriber is told once, then
-    forgotten: a waiter subscribes again for its next wait). Polling uses a
-    short timeout so new subscribers and a closed fd are noticed."""
+    polls the fd while someone waits, and ends when nobody does (so idle
+    files hold no thread). Each subscriber is told once, then forgotten: a
+    waiter subscribes again for its next wait. Polling uses a short timeout
+    so new subscribers and a closed fd are noticed."""
 
     def __init__(self, fd: int, want: int):
         self.fd, self.want = fd, want
-        self.cond = threading.Condition()
+        self.lock = threading.Lock()
         self.waiting: list[Callable[[], None]] = []
-        threading.Thread(target=self._run, name=f"sentry-hostfd-{fd}", daemon=True).start()
+        self.running = False  # guarded by lock
 
     def add(self, cb: Callable[[], None]) -> None:
-        with self.cond:
+        with self.lock:
             self.waiting.append(cb)
-            self.cond.notify()
+            if self.running:
+                return
+            self.running = True
+        threading.Thread(target=self._run, name=f"sentry-hostfd-{self.fd}", daemon=True).start()
 
     def remove(self, cb: Callable[[], None]) -> None:
-        with self.cond:
+        with self.lock:
             if cb in self.waiting:
                 self.waiting.remove(cb)
 
     def _run(self) -> None:
         while True:
-            with self.cond:
-                while not self.waiting:
-                    self.cond.wait()
+            with self.lock:
+                if not self.waiting:
+                    self.running = False
+                    return
             try:
                 ready = _host_events(self.fd, self.want, 100)
             except (OSError, ValueError):
                 ready = POLLERR  # closed: wake everyone, reads will say why
             if ready:
-                with self.cond:
+                with self.lock:
                     told, self.waiting = self.waiting, []
                 for cb in told:
                     cb()
