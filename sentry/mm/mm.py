@@ -316,8 +316,9 @@ class MemoryManager:
         end = addr + page_up(length)
         with self.lock:
             removed = self._carve(addr, end)
-            if removed:
-                self.space.unmap(addr, end - addr)
+            if removed:  # only what was mapped: the range may cover the stub's own pages
+                lo, hi = min(v.start for v in removed), max(v.end for v in removed)
+                self.space.unmap(lo, hi - lo)
             self._release(removed)
 
     def mprotect(self, addr: int, length: int, prot: int) -> None:
