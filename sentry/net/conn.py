@@ -63,6 +63,7 @@ class ConnSocket(Socket):
             if not self.backlog:
                 raise WouldBlock(lambda: bool(self.backlog) or self.state != LISTEN, self)
             srv = self.backlog.popleft()
+        self.notify()  # room in the backlog for a waiting connect
         srv.flags = (srv.flags & ~O_NONBLOCK) | (flags & O_NONBLOCK)
         return srv
 
@@ -116,7 +117,8 @@ class ConnSocket(Socket):
             else:
                 need = 1
             if room < need:
-                raise WouldBlock(lambda: self._room() >= need or self.shut_wr or self.closed, peer)
+                # The receiver notifies its peer (this socket) when it drains.
+                raise WouldBlock(lambda: self._room() >= need or self.shut_wr or self.closed, self)
             chunk = data if self.stype == SOCK_SEQPACKET else data[:room]
             peer.queue(Message(chunk, None, files, creds))
         peer.notify()
