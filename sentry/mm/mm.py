@@ -367,6 +367,8 @@ class MemoryManager:
         if old & (PAGE - 1) or new_len <= 0 or flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP):
             raise SyscallError(errno.EINVAL)
         old_len, new_len = page_up(old_len), page_up(new_len)
+        if old_len == 0 or old_len > _TASK_SIZE or new_len > _TASK_SIZE:  # 0: Linux's duplicate of a shared
+            raise SyscallError(errno.EINVAL)  # mapping, which we do not have (and private ones are EINVAL)
         with self.lock:
             v = self._find(old)
             if v is None or old + old_len > v.end:
