@@ -16,7 +16,7 @@ from tests.conftest import native
 PYTHON = "/usr/bin/python3.11"
 
 
-@pytest.mark.parametrize("part", ["unix", "tcp", "udp", "errors"])
+@pytest.mark.parametrize("part", ["unix", "tcp", "udp", "errors", "more"])
 def test_sockets_match_native(sentry, cprog, part):
     prog = cprog("net_sockets")
     want = native(prog, part)
@@ -103,3 +103,44 @@ def test_http_server_in_sandbox(sentry, tmp_path):
     assert 18765 not in seen, "the sandbox's port showed on the host"
     # The sandbox wrote into its overlay, never to the host directory.
     assert not (tmp_path / "fetched").exists()
+
+
+PYTHON_SOCKETS = textwrap.dedent("""
+    import multiprocessing as mp, os, signal, socket, struct
+    if __name__ == "__main__":
+        with mp.Manager() as m:  # a server process on a unix socket
+            d = m.dict(); d["a"] = 1; print("manager", dict(d))
+        a, b = socket.socketpair()
+        r, w = os.pipe()
+        socket.send_fds(a, [b"x"], [w])
+        msg, fds, flags, addr = socket.recv_fds(b, 10, 4)
+        os.write(fds[0], b"via a passed fd"); print(os.read(r, 100))
+        signal.signal(signal.SIGALRM, lambda *a: None)
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+        s.settimeout(0.3)
+        try:
+            s.accept()
+        except socket.timeout:
+            print("accept timed out after the alarm")
+        u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.bind(("::1", 0))
+        v = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); v.sendto(b"six", u.getsockname())
+        print(u.recvfrom(10)[0], socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)[0][4][0])
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind("")
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1); c.bind("\\0sentry-credtest")
+        s.sendto(b"hi", "\\0sentry-credtest")
+        msg, anc, flags, addr = c.recvmsg(10, 64)
+        print(msg, [(l, t, struct.unpack("iII", d)[0] == os.getpid()) for l, t, d in anc], addr == s.getsockname())
+""")
+
+
+@pytest.mark.skipif(not os.path.exists(PYTHON), reason="python3.11 not installed")
+def test_python_sockets_match_native(sentry):
+    """multiprocessing.Manager, send_fds/recv_fds, a signal during accept,
+    IPv6 UDP, getaddrinfo, autobind and SO_PASSCRED from Python."""
+    want = native(PYTHON, "-c", PYTHON_SOCKETS)
+    assert want.returncode == 0, want.stderr.decode()
+    got = sentry.run(PYTHON, "-c", PYTHON_SOCKETS, timeout=180)
+    assert got.returncode == 0, got.stderr.decode()[-2000:]
+    assert got.stdout.decode() == want.stdout.decode()

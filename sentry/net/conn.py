@@ -16,7 +16,7 @@ from collections import deque
 
 from sentry.errors import SyscallError
 from sentry.fs.file import O_NONBLOCK, POLLERR, POLLHUP, POLLIN, POLLOUT, OpenFile
-from sentry.net.socket import (MSG_PEEK, MSG_TRUNC, POLLRDHUP, SHUT_RD, SHUT_RDWR, SHUT_WR, SOCK_SEQPACKET, Creds,
+from sentry.net.socket import (AF_UNIX, MSG_PEEK, MSG_TRUNC, POLLRDHUP, SHUT_RD, SHUT_RDWR, SHUT_WR, SOCK_SEQPACKET, Creds,
                                Message, Received, Socket, WouldBlock)
 
 MAX_BACKLOG = 4096  # net.core.somaxconn
@@ -34,6 +34,8 @@ class ConnSocket(Socket):
         self.peer_creds: Creds | None = None
         self.backlog: deque[ConnSocket] = deque()  # connected, not yet accepted
         self.max_backlog = 0
+        # A non-blocking TCP connect said EINPROGRESS: the next connect reports success.
+        self.in_progress = False
 
     def pair_with(self, other: "ConnSocket") -> None:
         """socketpair: connect two new sockets to each other."""
@@ -49,7 +51,7 @@ class ConnSocket(Socket):
             if self.state == CONNECTED or self.closed:
                 raise SyscallError(errno.EINVAL)
             if self.local is None:
-                if self.family.domain == 1:  # AF_UNIX: listen needs a name
+                if self.family.domain == AF_UNIX:  # a unix socket listens only under a name
                     raise SyscallError(errno.EINVAL)
                 self.family.autobind(self)
             self.state = LISTEN
@@ -72,6 +74,9 @@ class ConnSocket(Socket):
         with self.stack.lock:
             if self.state == LISTEN:
                 raise SyscallError(errno.EINVAL)
+            if self.state == CONNECTED and self.in_progress:
+                self.in_progress = False
+                return
             if self.state == CONNECTED or self.peer is not None:
                 raise SyscallError(errno.EISCONN)
             lst = self.family.find(self, dest)
@@ -82,7 +87,7 @@ class ConnSocket(Socket):
             self.family.autobind(self)
             srv = ConnSocket(self.stack, self.family, self.stype, self.protocol, 0, lst.creds)
             srv.accepted = True
-            srv.local = lst.local if self.family.domain == 1 else dest
+            srv.local = lst.local if self.family.domain == AF_UNIX else dest
             self.local = self.family.source(self, dest)
             self.peer, srv.peer = srv, self
             self.state = srv.state = CONNECTED
@@ -127,7 +132,7 @@ class ConnSocket(Socket):
     def recv(self, length, flags):
         with self.stack.lock:
             if self.state != CONNECTED:
-                raise SyscallError(errno.EINVAL if self.family.domain == 1 and self.state == LISTEN else errno.ENOTCONN)
+                raise SyscallError(errno.EINVAL if self.family.domain == AF_UNIX and self.state == LISTEN else errno.ENOTCONN)
             if not self.rx:
                 if self.error:
                     err, self.error = self.error, 0
@@ -205,7 +210,7 @@ class ConnSocket(Socket):
 
     def peercred(self) -> Creds:
         with self.stack.lock:
-            if self.family.domain == 1:
+            if self.family.domain == AF_UNIX:
                 if self.peer_creds is None:
                     return (0, 0xFFFFFFFF, 0xFFFFFFFF)
                 return self.peer_creds

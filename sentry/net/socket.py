@@ -247,16 +247,14 @@ class Socket(OpenFile):
         return v or None  # type: ignore[return-value]
 
     def _level_ok(self, level: int) -> None:
-        from sentry.net.addr import InetFamily
-
-        inet = isinstance(self.family, InetFamily)
+        inet = self.family.domain in (AF_INET, AF_INET6)
         if level == IPPROTO_TCP and not (inet and self.stype == SOCK_STREAM):
             raise SyscallError(errno.EOPNOTSUPP)
         if level == IPPROTO_UDP and not (inet and self.stype == SOCK_DGRAM):
             raise SyscallError(errno.ENOPROTOOPT)
         if level in (IPPROTO_IP, IPPROTO_IPV6) and not inet:
             raise SyscallError(errno.EOPNOTSUPP)
-        if level == IPPROTO_IPV6 and not self.family.v6:  # type: ignore[attr-defined]
+        if level == IPPROTO_IPV6 and not self.family.v6:
             raise SyscallError(errno.ENOPROTOOPT)
         if level not in _INT_OPTS and level != IPPROTO_UDP:
             raise SyscallError(errno.ENOPROTOOPT)

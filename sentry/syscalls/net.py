@@ -22,14 +22,14 @@ from sentry.kernel import signals as sig
 from sentry.kernel.task import Task
 from sentry.kernel.wait import WaitQueue, wait_until
 from sentry.net.addr import FAMILIES, InetFamily
-from sentry.net.conn import ConnSocket
+from sentry.net.conn import CONNECTED, ConnSocket
 from sentry.net.dgram import DgramSocket
 from sentry.net.socket import (AF_INET, AF_INET6, AF_UNIX, IPPROTO_TCP, IPPROTO_UDP, MSG_CMSG_CLOEXEC, MSG_CTRUNC,
                                MSG_DONTWAIT, MSG_NOSIGNAL, MSG_PEEK, MSG_TRUNC, MSG_WAITALL, SO_PASSCRED, SO_RCVTIMEO,
                                SO_SNDTIMEO, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_STREAM, SOCK_TYPE_MASK, SOL_SOCKET,
                                Creds, Received, Socket, WouldBlock)
 from sentry.net.stack import stack_of
-from sentry.syscalls.spec import (FD, Enum, Flags, Hex, Int, OutStruct, Ptr, ReadBuf, Size, Struct, WriteBuf, entries,
+from sentry.syscalls.spec import (FD, Enum, Flags, Int, OutStruct, Ptr, ReadBuf, Size, Struct, WriteBuf, entries,
                                   partial, s32, supported)
 
 SOCK_NONBLOCK, SOCK_CLOEXEC = O_NONBLOCK, O_CLOEXEC
@@ -186,9 +186,12 @@ def sys_listen(t: Task, fd: int, backlog: int) -> int:
 def sys_connect(t: Task, fd: int, addr: int, length: int) -> int:
     sock = _sock(t, fd)
     raw = _read_addr(t, addr, length)
+    was_connected = isinstance(sock, ConnSocket) and sock.state == CONNECTED
     _blocking(t, sock, lambda: sock.connect(t, raw))
-    if sock.flags & O_NONBLOCK and isinstance(sock.family, InetFamily) and sock.stype == SOCK_STREAM:
-        raise SyscallError(errno.EINPROGRESS)  # as Linux: even loopback connects "in progress"
+    if (sock.flags & O_NONBLOCK and isinstance(sock.family, InetFamily) and isinstance(sock, ConnSocket)
+            and not was_connected):
+        sock.in_progress = True
+        raise SyscallError(errno.EINPROGRESS)  # as Linux: even loopback connects are "in progress"
     return 0
 
 

@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -259,6 +261,90 @@ static void errors(void) {
     close(s);
 }
 
+static int spair[2];
+static void on_alarm(int sig) { (void)sig; (void)!write(spair[1], "late", 4); }
+
+static void interrupted(int restart) {
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, spair) == 0);
+    struct sigaction sa = {.sa_handler = on_alarm, .sa_flags = restart ? SA_RESTART : 0};
+    sigaction(SIGALRM, &sa, NULL);
+    struct itimerval it = {.it_value = {0, 50000}};
+    setitimer(ITIMER_REAL, &it, NULL);
+    char b[8] = {0};
+    SHOW(restart ? "recv with SA_RESTART" : "recv without SA_RESTART", recv(spair[0], b, sizeof b, 0));
+    if (!restart) SHOW("then recv", recv(spair[0], b, sizeof b, 0));
+    close(spair[0]); close(spair[1]);
+}
+
+static void more(void) {
+    /* credentials */
+    int sv[2], one = 1;
+    CHECK(socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) == 0);
+    CHECK(setsockopt(sv[1], SOL_SOCKET, SO_PASSCRED, &one, sizeof one) == 0);
+    CHECK(write(sv[0], "who", 3) == 3);
+    char data[8], ctl[CMSG_SPACE(sizeof(struct ucred))];
+    struct iovec iov = {data, sizeof data};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
+    CHECK(recvmsg(sv[1], &mh, 0) == 3);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    struct ucred cr; memcpy(&cr, CMSG_DATA(c), sizeof cr);
+    printf("SCM_CREDENTIALS: type %d pid ok %d uid ok %d\n", c->cmsg_type, cr.pid == getpid(), cr.uid == getuid());
+    close(sv[0]); close(sv[1]);
+    /* peek, FIONREAD, shutdown, timeouts */
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    CHECK(write(sv[0], "abcdef", 6) == 6);
+    int avail = 0;
+    CHECK(ioctl(sv[1], FIONREAD, &avail) == 0);
+    printf("FIONREAD %d\n", avail);
+    char b[8] = {0};
+    SHOW("peek", recv(sv[1], b, 3, MSG_PEEK));
+    SHOW("read after peek", read(sv[1], b, 8));
+    struct timeval tv = {0, 20000};
+    CHECK(setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0);
+    SHOW("recv with SO_RCVTIMEO", recv(sv[1], b, 8, 0));
+    CHECK(shutdown(sv[0], SHUT_WR) == 0);
+    struct pollfd pf = {sv[1], POLLIN | POLLRDHUP, 0};
+    CHECK(poll(&pf, 1, 0) == 1);
+    printf("after peer SHUT_WR: POLLIN %d POLLRDHUP %d\n", !!(pf.revents & POLLIN), !!(pf.revents & POLLRDHUP));
+    SHOW("read at EOF", read(sv[1], b, 8));
+    SHOW("write after SHUT_WR", send(sv[0], "x", 1, MSG_NOSIGNAL));
+    close(sv[0]); close(sv[1]);
+    /* non-blocking TCP connect */
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    CHECK(bind(l, (struct sockaddr *)&a, al) == 0 && listen(l, 1) == 0);
+    CHECK(getsockname(l, (struct sockaddr *)&a, &al) == 0);
+    int t = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    SHOW("nonblocking connect", connect(t, (struct sockaddr *)&a, sizeof a));
+    pf = (struct pollfd){t, POLLOUT, 0};
+    CHECK(poll(&pf, 1, -1) == 1);
+    int err = -1; socklen_t el = sizeof err;
+    CHECK(getsockopt(t, SOL_SOCKET, SO_ERROR, &err, &el) == 0);
+    printf("SO_ERROR after connect: %d\n", err);
+    SHOW("connect again", connect(t, (struct sockaddr *)&a, sizeof a));
+    struct sockaddr_in me; socklen_t ml = sizeof me;
+    CHECK(getsockname(t, (struct sockaddr *)&me, &ml) == 0);
+    printf("client name %s port set %d\n", inet_ntoa(me.sin_addr), me.sin_port != 0);
+    int l2 = socket(AF_INET, SOCK_STREAM, 0);
+    SHOW("bind a listening port", bind(l2, (struct sockaddr *)&a, sizeof a));
+    struct sockaddr_in far = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0xC0000201)};
+    SHOW("bind 192.0.2.1", bind(l2, (struct sockaddr *)&far, sizeof far));
+    close(t); close(l); close(l2);
+    /* a unix dgram socket connected to another refuses strangers */
+    int d[2];
+    CHECK(socketpair(AF_UNIX, SOCK_DGRAM, 0, d) == 0);
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    memcpy(un.sun_path, "\0sentry-dg", 10);
+    socklen_t ul = offsetof(struct sockaddr_un, sun_path) + 10;
+    int d3 = socket(AF_UNIX, SOCK_DGRAM, 0);
+    CHECK(bind(d[0], (struct sockaddr *)&un, ul) == 0);
+    SHOW("dgram to a socket connected elsewhere", sendto(d3, "x", 1, 0, (struct sockaddr *)&un, ul));
+    close(d[0]); close(d[1]); close(d3);
+    interrupted(0);
+    interrupted(1);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *what = argc > 1 ? argv[1] : "all";
@@ -266,6 +352,7 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "all") || !strcmp(what, "tcp")) { tcp(AF_INET); tcp(AF_INET6); }
     if (!strcmp(what, "all") || !strcmp(what, "udp")) udp();
     if (!strcmp(what, "all") || !strcmp(what, "errors")) errors();
+    if (!strcmp(what, "all") || !strcmp(what, "more")) more();
     printf("done\n");
     return 0;
 }
