@@ -6,7 +6,8 @@ waiting epoll_wait calls, or an outer poll/epoll). ``collect`` scans the
 interest list: level-triggered items report whenever their file is ready;
 edge-triggered (EPOLLET) items only if their file changed since they last
 reported; EPOLLONESHOT items are disabled after one report until
-EPOLL_CTL_MOD. An item goes away with its file: once the last descriptor
+EPOLL_CTL_MOD. Epoll files may watch epoll files, without loops and at
+most MAX_NESTS deep (ELOOP), so readiness checks always end. An item goes away with its file: once the last descriptor
 of the file is closed (refs == 0) the scan drops it, as Linux does at
 close.
 
@@ -28,6 +29,7 @@ EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD = 1, 2, 3
 _ALWAYS = EPOLLERR | EPOLLHUP
 _EVENT_BITS = 0xFFFF | EPOLLRDHUP
 _POLLRDNORM, _POLLWRNORM = 0x40, 0x100
+MAX_NESTS = 4  # Linux's EP_MAX_NESTS: epoll files watching epoll files, at most this deep
 
 
 class Item:
@@ -57,6 +59,8 @@ class EpollFile(AnonFile):
             raise SyscallError(errno.EINVAL)
         if isinstance(file, (SeekableFile, DirFile)):
             raise SyscallError(errno.EPERM)  # regular files and directories are always ready
+        if op == EPOLL_CTL_ADD and isinstance(file, EpollFile) and (file._reaches(self) or file._depth() > MAX_NESTS):
+            raise SyscallError(errno.ELOOP)
         key = (fd, id(file))
         with self.lock:
             item = self.items.get(key)
@@ -82,6 +86,18 @@ class EpollFile(AnonFile):
         elif op == EPOLL_CTL_DEL:
             file.unsubscribe(item.callback)
         self.notify()
+
+    def _nested(self) -> list["EpollFile"]:
+        with self.lock:
+            return [i.file for i in self.items.values() if isinstance(i.file, EpollFile)]
+
+    def _reaches(self, target: "EpollFile") -> bool:
+        """Whether ``target`` is this epoll file or watched by it, at any depth."""
+        return self is target or any(e._reaches(target) for e in self._nested())
+
+    def _depth(self) -> int:
+        """How many epoll files deep the nesting under this one goes."""
+        return 1 + max((e._depth() for e in self._nested()), default=0)
 
     def _callback(self, item: Item) -> Callable[[], None]:
         def changed() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import struct
+import weakref
 
 from sentry.errors import SyscallError
 from sentry.fs.file import POLLERR, POLLHUP, POLLIN, POLLOUT
@@ -26,10 +27,14 @@ class DgramSocket(Socket):
         super().__init__(*args, **kwargs)
         # Guarded by stack.lock. Unix: the peer socket; inet: its (address, port).
         self.peer_dest: object = None
+        # Unix sockets connected to this one: told when a read makes room (their POLLOUT).
+        self.senders: "weakref.WeakSet[DgramSocket]" = weakref.WeakSet()
 
     def pair_with(self, other: "DgramSocket") -> None:
         """socketpair: each is the other's peer."""
         self.peer_dest, other.peer_dest = other, self
+        self.senders.add(other)
+        other.senders.add(self)
 
     def _unix(self) -> bool:
         return self.family.domain == AF_UNIX
@@ -46,6 +51,7 @@ class DgramSocket(Socket):
                 if target is None:
                     raise SyscallError(errno.ECONNREFUSED)
                 self.peer_dest = target
+                target.senders.add(self)
             else:
                 self.family.autobind(self)
                 self.local = self.family.source(self, dest)
@@ -112,7 +118,10 @@ class DgramSocket(Socket):
                 self.rx.popleft()
                 self.rx_bytes -= len(m.data)
             source = self.family.pack(m.source, self) if m.source is not None else None
+            senders = list(self.senders)
         self.notify()  # room for unix senders waiting on this socket
+        for s in senders:
+            s.notify()
         trunc = MSG_TRUNC if len(m.data) > length else 0
         files = None if flags & MSG_PEEK else m.files
         return Received(m.data[:length], source, files, m.creds, trunc, len(m.data))

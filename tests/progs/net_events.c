@@ -92,7 +92,44 @@ static void epoll_tests(void) {
     struct epoll_event ev;
     CHECK(epoll_wait(ep, &ev, 1, 0) == 1);
     printf("write end after reader closed: tag %u ERR %d\n", ev.data.u32, !!(ev.events & EPOLLERR));
-    close(p[1]); close(sv[0]); close(sv[1]); close(efd); close(ep);
+    close(p[1]); close(sv[0]); close(sv[1]); close(efd);
+    /* epoll files watching epoll files: no loops, limited depth */
+    int inner = epoll_create1(0);
+    add(inner, EPOLLIN, 6);
+    SHOW("loop", epoll_ctl(inner, EPOLL_CTL_ADD, ep, &e));
+    SHOW("itself", epoll_ctl(ep, EPOLL_CTL_ADD, ep, &e));
+    int chain[8];
+    chain[0] = epoll_create1(0);
+    for (int i = 1; i < 8; i++) {
+        chain[i] = epoll_create1(0);
+        if (epoll_ctl(chain[i], EPOLL_CTL_ADD, chain[i - 1], &e)) {
+            printf("nesting stops at depth %d: %s\n", i, strerrorname_np(errno));
+            break;
+        }
+    }
+    close(inner); close(ep);
+}
+
+/* A unix datagram sender is writable again once its peer reads. */
+static void epoll_dgram_room(void) {
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) == 0);
+    char buf[1024] = {0};
+    int n = 0;
+    while (send(sv[0], buf, sizeof buf, MSG_DONTWAIT) > 0) n++;
+    printf("dgram queue full after sends: %d (%s)\n", n > 0, strerrorname_np(errno));
+    ep = epoll_create1(0);
+    add(sv[0], EPOLLOUT, 7);
+    wait_show("sender writable while full", 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        usleep(20000);
+        for (int i = 0; i < n; i++) CHECK(recv(sv[1], buf, sizeof buf, 0) == sizeof buf);
+        _exit(0);
+    }
+    wait_show("sender writable after the reader drains", -1);
+    CHECK(waitpid(pid, NULL, 0) == pid);
+    close(ep); close(sv[0]); close(sv[1]);
 }
 
 static void eventfd_tests(void) {
@@ -176,7 +213,7 @@ static void signalfd_tests(void) {
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *what = argc > 1 ? argv[1] : "all";
-    if (!strcmp(what, "all") || !strcmp(what, "epoll")) epoll_tests();
+    if (!strcmp(what, "all") || !strcmp(what, "epoll")) { epoll_tests(); epoll_dgram_room(); }
     if (!strcmp(what, "all") || !strcmp(what, "eventfd")) eventfd_tests();
     if (!strcmp(what, "all") || !strcmp(what, "timerfd")) timerfd_tests();
     if (!strcmp(what, "all") || !strcmp(what, "signalfd")) signalfd_tests();
