@@ -29,6 +29,7 @@ MAX_ARGS_BYTES = 2 << 20
 AT_NULL, AT_PHDR, AT_PHENT, AT_PHNUM, AT_PAGESZ, AT_BASE, AT_FLAGS, AT_ENTRY = 0, 3, 4, 5, 6, 7, 8, 9
 AT_UID, AT_EUID, AT_GID, AT_EGID, AT_PLATFORM, AT_HWCAP, AT_CLKTCK = 11, 12, 13, 14, 15, 16, 17
 AT_SECURE, AT_RANDOM, AT_HWCAP2, AT_EXECFN, AT_MINSIGSTKSZ = 23, 25, 26, 31, 51
+HWCAP2_FSGSBASE = 2  # not offered: wrfsbase faults on kvm, and fs_base is the Sentry's to set
 
 
 def _host_auxv() -> dict[int, int]:
@@ -166,7 +167,7 @@ def load(mm: MemoryManager, open_exec: Callable[[bytes], tuple[object, str]], pa
         (AT_PHDR, phdr), (AT_PHENT, 56), (AT_PHNUM, image.phnum), (AT_PAGESZ, PAGE),
         (AT_BASE, interp_base), (AT_FLAGS, 0), (AT_ENTRY, image.entry + bias),
         (AT_UID, creds.uid), (AT_EUID, creds.euid), (AT_GID, creds.gid), (AT_EGID, creds.egid),
-        (AT_SECURE, 0), (AT_HWCAP, _HOST_AUXV.get(AT_HWCAP, 0)), (AT_HWCAP2, _HOST_AUXV.get(AT_HWCAP2, 0)),
+        (AT_SECURE, 0), (AT_HWCAP, _HOST_AUXV.get(AT_HWCAP, 0)), (AT_HWCAP2, _HOST_AUXV.get(AT_HWCAP2, 0) & ~HWCAP2_FSGSBASE),
         (AT_CLKTCK, 100), (AT_MINSIGSTKSZ, _HOST_AUXV.get(AT_MINSIGSTKSZ, 2048)),
     ]
     sp = _build_stack(mm, stack_top, argv, envp, auxv, execfn, rng)

@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--platform", default=os.environ.get("SENTRY_PLATFORM", "ptrace"),
                      help="ptrace, vmexec or kvm (see `sentry platforms`)")
     run.add_argument("--rootfs", default="/", help="directory to use as / (read-only; default: the host /)")
+    run.add_argument("--volume", action="append", default=[], metavar="HOST:GUEST[:ro]",
+                     help="show host directory HOST at GUEST (writes stay in the sandbox's memory)")
     run.add_argument("--overlay", default="memory", choices=["memory", "none"],
                      help="writable in-memory layer over the rootfs (default) or none")
     run.add_argument("--cwd", default=None, help="working directory inside the sandbox")
@@ -109,6 +111,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         key = item.split("=", 1)[0].encode() + b"="
         env = [e for e in env if not e.startswith(key)] + [os.fsencode(item)]
     cwd = args.cwd or (os.getcwd() if args.rootfs == "/" else "/")
+    volumes = []
+    for spec in args.volume:
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "ro") or not os.path.isdir(parts[0]) \
+                or not parts[1].startswith("/"):
+            print(f"sentry: run: --volume {spec!r}: expected HOST_DIR:/GUEST/PATH[:ro]", file=sys.stderr)
+            return 2
+        volumes.append((parts[0], parts[1], len(parts) == 3))
     try:
         policy = _policy(args.policy)
     except PolicyError as e:
@@ -118,7 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = Config(platform=args.platform, rootfs=args.rootfs, overlay=args.overlay, cwd=cwd,
                         seed=args.seed, debug=args.debug, timeout=args.timeout, stats=args.stats,
                         memory_limit=args.memory, pids_limit=args.pids, nofile_limit=args.nofile, cpus=args.cpus,
-                        seccomp=args.seccomp,
+                        seccomp=args.seccomp, volumes=volumes,
                         **_strace_options(args))
         status = run_program(config, [os.fsencode(a) for a in argv], env, policy)
     except PolicyError as e:  # a hook raised

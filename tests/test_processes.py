@@ -105,31 +105,34 @@ def test_sigint_reaches_the_guest(sentry):
     assert (proc.returncode, out) == (9, b"INT\n"), err
 
 
-def _stubs() -> set[int]:
-    """Stub processes of any sandbox (their comm is the stub program's name)."""
+def _stubs(parent: int | None = None) -> set[int]:
+    """Stub processes (their comm is the stub program's name), of the Sentry
+    process ``parent`` if given."""
     pids = set()
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
-                with open(f"/proc/{pid}/comm", "rb") as f:
-                    if f.read().startswith(b"stub-"):
-                        pids.add(int(pid))
+                with open(f"/proc/{pid}/status") as f:
+                    status = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
             except OSError:
-                pass
+                continue
+            if status.get("Name", "").startswith("stub-") and \
+                    (parent is None or int(status.get("PPid", "0")) == parent):
+                pids.add(int(pid))
     return pids
 
 
 def test_no_stub_outlives_a_killed_sentry(sentry):
-    before = _stubs()
     cmd = [sys.executable, "-m", "sentry", "run", "--platform", sentry.platform, "--", "/bin/bash", "-c",
            "sleep 30 & sleep 30 & echo ready; wait"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout.readline() == b"ready\n"
+    mine = _stubs(proc.pid)
     if sentry.platform != "kvm":  # kvm runs guests on vCPUs of the Sentry itself
-        assert _stubs() - before, "the guest runs in stubs"
+        assert mine, "the guest runs in stubs"
     proc.kill()
     proc.wait(timeout=30)
     deadline = time.monotonic() + 10
-    while _stubs() - before and time.monotonic() < deadline:
+    while mine & _stubs() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _stubs() - before
+    assert not mine & _stubs()

@@ -46,6 +46,12 @@ class HostRoot:
         st = os.fstat(self.fd)
         self.dev, self.ino = st.st_dev, st.st_ino
 
+    def close(self) -> None:
+        """Close the directory fd. Idempotent."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
     def lstat(self, rel: bytes) -> os.stat_result:
         try:
             return os.stat(rel or b".", dir_fd=self.fd, follow_symlinks=False)

@@ -132,6 +132,13 @@ class VFS:
             raise ValueError(f"volume {host!r} is not a directory")
         self.mount(guest, OverlayFS(host, writable=not read_only))
 
+    def close(self) -> None:
+        """Release the host directories the mounts hold open."""
+        for _path, fs in self.mount_table:
+            host = getattr(fs, "host", None)
+            if host is not None:
+                host.close()
+
     def mounts_text(self) -> bytes:
         return "".join(f"{fs.fs_type} {p} {fs.fs_type} {self._opts(fs)} 0 0\n"
                        for p, fs in self.mount_table).encode()

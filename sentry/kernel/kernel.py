@@ -40,6 +40,8 @@ class Kernel:
         self.cache = PageCache(self.memory)
         self.platform = platform_cls(self.memory)
         self.vfs = VFS(rootfs=config.rootfs, overlay=config.overlay)
+        for host, guest, read_only in config.volumes:
+            self.vfs.mount_volume(host, guest, read_only)
         self.rng = random.Random(config.seed)
         self.lock = threading.RLock()
         self._next_pid = 1
@@ -230,12 +232,13 @@ class Kernel:
         with self.lock:
             task.exited = True
             group.tasks.remove(task)
-            self.tasks.pop(task.tid, None)
             last = not group.tasks
             if last and group.exit_status is None:
                 group.exit_status = status
         if task.mm is not None:
             self._drop_mm(task.mm, task)
+        with self.lock:  # only now: close() waits for this table to empty
+            self.tasks.pop(task.tid, None)
         self._release_vfork(task)
         if not last:
             return
@@ -313,6 +316,7 @@ class Kernel:
             self.tracer.close()
         self.platform.close()
         self.memory.close()
+        self.vfs.close()
         if self.stats is not None:  # after the stubs are reaped: their CPU time counts
             self.stats.report(sys.stderr)
 

@@ -128,7 +128,7 @@ class MemoryManager:
         self.brk_start = self.brk = 0
         self.arg_start = self.arg_end = self.env_start = self.env_end = 0
         self.stack_top = 0
-        self.users = 1  # tasks sharing this mm (CLONE_VM); released at 0
+        self.released = False
 
     # ----------------------------------------------------------------- VMAs
     def vmas(self) -> Iterator[VMA]:
@@ -537,8 +537,12 @@ class MemoryManager:
 
     # ------------------------------------------------------------ lifetime
     def release(self) -> None:
-        """Drop every mapping and the platform address space."""
+        """Drop every mapping and the platform address space. Idempotent
+        (two threads sharing the mm may exit together)."""
         with self.lock, COW_LOCK:
+            if self.released:
+                return
+            self.released = True
             pieces, self._vmas, self._starts = self._vmas, [], []
             for v in pieces:
                 v.backing.refs -= 1

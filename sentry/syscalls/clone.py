@@ -72,6 +72,8 @@ def do_clone(t: Task, flags: int, stack: int, parent_tid: int, child_tid: int, t
     if stack:
         state.regs.rsp = stack
     if flags & CLONE_SETTLS:
+        if tls >= 0x8000_0000_0000:  # not a canonical user address
+            raise SyscallError(errno.EPERM)
         state.regs.fs_base = tls
     child = Task(kernel, tid, group, mm, fds, fs, state, kernel.platform.new_context())
     child.comm = t.comm

@@ -31,10 +31,10 @@ def sys_mmap(t: Task, addr: int, length: int, prot: int, flags: int, fd: int, of
     file = None
     if not flags & m.MAP_ANONYMOUS:
         file = t.fds.get(s32(fd))
+        if not file.mappable:
+            raise SyscallError(errno.ENODEV)
         if not file.readable or (mtype == m.MAP_SHARED and prot & m.PROT_WRITE and not file.writable):
             raise SyscallError(errno.EACCES)
-        if not hasattr(file, "pread") or getattr(file, "is_directory", False):
-            raise SyscallError(errno.ENODEV)
     else:
         offset = 0
     return t.mm.mmap(addr, length, prot, flags, file, offset)
