@@ -124,7 +124,7 @@ class ConnSocket(Socket):
             if room < need:
                 # The receiver notifies its peer (this socket) when it drains.
                 raise WouldBlock(lambda: self._room() >= need or self.shut_wr or self.closed, self)
-            chunk = data if self.stype == SOCK_SEQPACKET else data[:room]
+            chunk = bytes(data if self.stype == SOCK_SEQPACKET else data[:room])
             peer.queue(Message(chunk, None, files, creds))
         peer.notify()
         return len(chunk)
@@ -156,22 +156,31 @@ class ConnSocket(Socket):
         return Received(m.data[:length], None, files, m.creds, trunc, len(m.data))
 
     def _take_stream(self, length: int, flags: int) -> Received:
+        """Up to ``length`` bytes across queued messages, stopping before a
+        message with other credentials or files, and after one with files."""
         out = bytearray()
         files: list[OpenFile] | None = None
         creds = self.rx[0].creds
-        peek = flags & MSG_PEEK
-        for m in list(self.rx):
-            if len(out) >= length or (out and (m.files or m.creds != creds)):
+        if flags & MSG_PEEK:
+            for m in self.rx:
+                if len(out) >= length or (out and (m.files or m.creds != creds)):
+                    break
+                out += m.data[:length - len(out)]
+                if m.files:
+                    break
+            return Received(bytes(out), None, None, creds)
+        while self.rx and len(out) < length:
+            m = self.rx[0]
+            if out and (m.files or m.creds != creds):
                 break
             take = m.data[:length - len(out)]
             out += take
-            if not peek:
-                files, m.files = m.files, None
-                if len(take) == len(m.data):
-                    self.rx.popleft()
-                else:
-                    m.data = m.data[len(take):]
-                self.rx_bytes -= len(take)
+            files, m.files = m.files, None
+            if len(take) == len(m.data):
+                self.rx.popleft()
+            else:
+                m.data = m.data[len(take):]
+            self.rx_bytes -= len(take)
             if files:
                 break  # never read past a message that carried files
         return Received(bytes(out), None, files, creds)

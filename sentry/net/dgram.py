@@ -83,7 +83,7 @@ class DgramSocket(Socket):
                     raise SyscallError(errno.EMSGSIZE)
                 if not self._has_room(target, len(data)):
                     raise WouldBlock(lambda: self._has_room(target, len(data)) or target.closed, target)
-                target.queue(Message(data, self.local, files, creds))
+                target.queue(Message(bytes(data), self.local, files, creds))
             else:
                 if len(data) > MAX_UDP:
                     raise SyscallError(errno.EMSGSIZE)
@@ -97,7 +97,7 @@ class DgramSocket(Socket):
                 elif target.peer_dest not in (None, source) or not self._has_room(target, len(data)):  # type: ignore[attr-defined]
                     target = None
                 else:
-                    target.queue(Message(data, source, files, creds))
+                    target.queue(Message(bytes(data), source, files, creds))
         if target is not None:
             target.notify()
         else:

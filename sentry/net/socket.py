@@ -188,7 +188,7 @@ class Socket(OpenFile):
     def connect(self, t, raw: bytes) -> None:
         raise NotImplementedError
 
-    def send(self, t, data: bytes, dest: bytes | None, files: list[OpenFile] | None, creds: Creds | None,
+    def send(self, t, data: bytes | memoryview, dest: bytes | None, files: list[OpenFile] | None, creds: Creds | None,
              flags: int) -> int:
         """Send ``data`` (to ``dest`` if given); ``files`` (one reference
         each, consumed) and ``creds`` travel with it."""

@@ -40,6 +40,7 @@ MAX_ADDR = 128  # sizeof(struct sockaddr_storage)
 MAX_IOV = 1024
 MAX_OPT = 1024
 MAX_CONTROL = 1 << 16
+MAX_SEND = 1 << 26  # bytes one send takes at most (a short count, as files' MAX_RW)
 _MSGHDR = struct.Struct("<QI4xQQQQi4x")  # name, namelen, iov, iovlen, control, controllen, flags
 _MMSGHDR_SIZE = _MSGHDR.size + 8  # + unsigned msg_len, padded
 _CMSG = struct.Struct("<Qii")  # len, level, type
@@ -263,12 +264,13 @@ def _send(t: Task, sock: Socket, data: bytes, dest: bytes | None, files: list[Op
     if sock.family.domain == AF_UNIX and creds is None:
         creds = _creds(t)
     done = 0
+    view = memoryview(data)  # slices without copies; the socket copies what it queues
     timeout = sock.timeout_ns(SO_SNDTIMEO)
     try:
         while True:
             pending = files
             try:
-                n = _blocking(t, sock, lambda: sock.send(t, data[done:], dest, pending, creds, flags), flags, timeout)
+                n = _blocking(t, sock, lambda: sock.send(t, view[done:], dest, pending, creds, flags), flags, timeout)
             except SyscallError as e:
                 if done:
                     return done
@@ -328,19 +330,30 @@ def _read_control(t: Task, sock: Socket, addr: int, length: int) -> tuple[list[O
     return files or None, creds
 
 
+def _gather(t: Task, iovs: list[tuple[int, int]]) -> bytes:
+    """The bytes of ``iovs``, at most MAX_SEND of them."""
+    parts, total = [], 0
+    for base, n in iovs:
+        n = min(n, MAX_SEND - total)
+        if n:
+            parts.append(t.mm.copy_in(base, n))
+            total += n
+    return b"".join(parts)
+
+
 def _sendmsg(t: Task, sock: Socket, msg: int, flags: int) -> int:
     name, namelen, iov, iovlen, control, controllen, _ = _MSGHDR.unpack(t.mm.copy_in(msg, _MSGHDR.size))
     if iovlen > MAX_IOV:
         raise SyscallError(errno.EMSGSIZE)
     dest = _read_addr(t, name, namelen) if name and namelen else None
-    data = b"".join(t.mm.copy_in(b, n) for b, n in t.mm.read_iovecs(iov, iovlen) if n)
+    data = _gather(t, t.mm.read_iovecs(iov, iovlen))
     files, creds = _read_control(t, sock, control, controllen)
     return _send(t, sock, data, dest, files, creds, flags)
 
 
 def sys_sendto(t: Task, fd: int, buf: int, length: int, flags: int, addr: int, addrlen: int) -> int:
     sock = _sock(t, fd)
-    data = t.mm.copy_in(buf, length) if length else b""
+    data = t.mm.copy_in(buf, min(length, MAX_SEND)) if length else b""
     dest = _read_addr(t, addr, addrlen) if addr else None
     return _send(t, sock, data, dest, None, None, s32(flags))
 
