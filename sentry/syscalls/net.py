@@ -47,8 +47,8 @@ _CMSG = struct.Struct("<Qii")  # len, level, type
 _UCRED = struct.Struct("<iII")
 
 DOMAINS = {1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6", 16: "AF_NETLINK", 17: "AF_PACKET"}
-TYPES = {1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 5: "SOCK_SEQPACKET", 0o4000: "SOCK_NONBLOCK",
-         0o2000000: "SOCK_CLOEXEC"}
+# Only the flag bits have names: the type number (1 stream, 2 dgram, 5 seqpacket) shows in hex.
+TYPES = {0o4000: "SOCK_NONBLOCK", 0o2000000: "SOCK_CLOEXEC"}
 MSG_FLAGS = {0x1: "MSG_OOB", 0x2: "MSG_PEEK", 0x20: "MSG_TRUNC", 0x40: "MSG_DONTWAIT", 0x100: "MSG_WAITALL",
              0x4000: "MSG_NOSIGNAL", 0x8000: "MSG_MORE", 0x40000000: "MSG_CMSG_CLOEXEC"}
 LEVELS = {1: "SOL_SOCKET", 0: "IPPROTO_IP", 6: "IPPROTO_TCP", 17: "IPPROTO_UDP", 41: "IPPROTO_IPV6"}
