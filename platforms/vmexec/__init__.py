@@ -37,13 +37,13 @@ import mmap
 import os
 import threading
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import stub
 from stub._native import ffi
 
 from platforms.base import AddressSpace, Context, Platform, PlatformError, register
 from platforms.vmexec.context import VmexecContext, process_vm_exec
+from platforms.vmexec.spawner import Job, Spawner
 from platforms.vmexec.stubs import StubProcess, VmexecAddressSpace
 
 __all__ = ["VmexecPlatform", "process_vm_exec"]
@@ -92,18 +92,17 @@ class VmexecPlatform(Platform):
         self._global_map = mmap.mmap(self._global_fd, 4096, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._global = ffi.cast("struct vmexec_global *", ffi.from_buffer(self._global_map))
         self._global.ncpu = len(os.sched_getaffinity(0))
-        # Spawns stubs: PR_SET_PDEATHSIG fires when the forking *thread* ends,
-        # so it must be one that lives as long as the platform. It keeps
-        # RESERVE stubs ready (fork and execve then wait for nothing), and
-        # recycles the stubs of released address spaces into a small pool.
-        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vmexec-spawner")
+        # Spawns stubs (see spawner). It keeps stubs ready in reserve (one at
+        # start-up, RESERVE once in use: fork and execve then wait for
+        # nothing), and recycles those of released address spaces into a
+        # small pool.
+        self._spawner = Spawner()
         self._lock = threading.Lock()
         # Guarded by _lock: every stub we own (for close), the recycled ones
         # ready for reuse, the next fresh one; _reserve is None once closed.
         self._stubs: list[StubProcess] = []
         self._pool: list[StubProcess] = []
-        self._reserve: deque[Future[StubProcess]] | None = deque(
-            self._spawner.submit(self._spawn) for _ in range(RESERVE))
+        self._reserve: deque[Job] | None = deque([self._spawner.submit(self._spawn)])
 
     def _spawn(self) -> StubProcess:
         """Runs on the spawner thread."""
@@ -126,7 +125,8 @@ class VmexecPlatform(Platform):
                 proc = self._pool.pop()
             else:
                 reserve = self._reserve.popleft()
-                self._reserve.append(self._spawner.submit(self._spawn))
+                while len(self._reserve) < RESERVE:  # one at start-up, RESERVE once in use
+                    self._reserve.append(self._spawner.submit(self._spawn))
                 proc = None
         proc = proc or reserve.result()
         cpus = os.sched_getaffinity(0)
@@ -136,7 +136,10 @@ class VmexecPlatform(Platform):
 
     def _give_back(self, proc: StubProcess) -> None:
         """A released address space's stub: recycled in the background."""
-        self._spawner.submit(self._recycle, proc)
+        try:
+            self._spawner.submit(self._recycle, proc)
+        except PlatformError:  # closed
+            proc.release()
 
     def _recycle(self, proc: StubProcess) -> None:
         try:
@@ -161,7 +164,7 @@ class VmexecPlatform(Platform):
                 future.result()  # it is in _stubs now
             except PlatformError:
                 pass  # it never started; nothing to release
-        self._spawner.shutdown(wait=True)  # pending recycles release theirs
+        self._spawner.shutdown()  # pending recycles release theirs
         with self._lock:
             stubs, self._stubs, self._pool = self._stubs, [], []
         for proc in stubs:
