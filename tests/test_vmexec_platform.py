@@ -35,6 +35,7 @@ LOAD = bytes.fromhex("48b80800500000000000 488b18")  # movabs $0x500008,%rax; mo
 UD2 = bytes.fromhex("0f0b")
 INT3 = bytes.fromhex("cc90")  # int3; nop
 LOOP = bytes.fromhex("ebfe")  # 1: jmp 1b
+DIV0 = bytes.fromhex("31c9 f7f1")  # xor %ecx,%ecx; div %ecx
 SLOT0 = lib.VMEXEC_MBOX + lib.VMEXEC_SLOTS_OFF
 CORRUPT = (  # movabs $slot0.uc,%rax; movq $1,(%rax); movabs $slot0.state,%rax; movl $EVENT,(%rax); 1: jmp 1b
     b"\x48\xb8" + struct.pack("<Q", SLOT0 + 16) + bytes.fromhex("48c70001000000")
@@ -180,6 +181,7 @@ def test_bad_fpstate_is_sanitized(plat):
     (LOAD, 11, 8, PROT_READ, 14, 10),
     (UD2, 4, 0, 0, 6, 0),
     (INT3, 5, None, 0, 3, 1),
+    (DIV0, 8, 2, 0, 0, 2),
 ])
 def test_faults(plat, code, signo, addr_off, access, trapno, rip_off):
     space, ctx, st = guest(plat, code)
@@ -203,6 +205,13 @@ def test_32_bit_code_segment_round_trips(plat):
     st.regs.rip = CODE
     assert ctx.switch(space, st) == EventKind.SIGNAL
     assert st.regs.cs == 0x33
+
+
+def test_bus_error_past_the_end_of_the_memory_file(plat):
+    space, ctx, st = guest(plat, LOAD)
+    space.map_file(DATA, plat.memory.capacity, PAGE, PROT_READ)
+    assert ctx.switch(space, st) == EventKind.SIGNAL
+    assert (ctx.signal_info.signo, ctx.signal_info.addr) == (7, DATA + 8)
 
 
 def test_write_to_read_only_mapping(plat):
