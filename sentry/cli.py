@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--platform", default=os.environ.get("SENTRY_PLATFORM", "ptrace"),
                      help="ptrace, vmexec or kvm (see `sentry platforms`)")
     run.add_argument("--rootfs", default="/", help="directory to use as / (read-only; default: the host /)")
+    run.add_argument("--network", default="none", choices=["none"],
+                     help="none (the default and only choice): a loopback inside the sandbox, nothing leaves")
     run.add_argument("--volume", action="append", default=[], metavar="HOST:GUEST[:ro]",
                      help="show host directory HOST at GUEST (writes stay in the sandbox's memory)")
     run.add_argument("--overlay", default="memory", choices=["memory", "none"],

@@ -7,9 +7,8 @@ signals in the mask, so delivery never takes them first.
 
 Limits: the signals are those of the task that created the file (Linux
 uses the reading task; they differ only when another thread or a forked
-child reads it). Nothing notifies subscribers when a signal arrives: a
-waiter learns it because sending a signal cancels the target task's wait
-(sentry.kernel.signals.wake) and the interrupted call restarts.
+child reads it). The file listens on its process's ``signal_listeners``,
+so a waiter on any thread wakes when a signal arrives.
 """
 from __future__ import annotations
 
@@ -48,6 +47,12 @@ class SignalFD(AnonFile):
         super().__init__(flags)
         self.task = task
         self.mask = mask & ~UNBLOCKABLE
+        task.group.signal_listeners.append(self.notify)  # readiness follows arrivals
+
+    def release(self) -> None:
+        listeners = self.task.group.signal_listeners
+        if self.notify in listeners:
+            listeners.remove(self.notify)
 
     def set_mask(self, mask: int) -> None:
         self.mask = mask & ~UNBLOCKABLE

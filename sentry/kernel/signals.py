@@ -102,6 +102,8 @@ def send(kernel: "Kernel", group: ThreadGroup, signo: int, info: bytes, task: Ta
                 targets = list(group.tasks)
     for t in targets[:1] if signo != S.SIGKILL else targets:
         wake(t)
+    for listener in list(group.signal_listeners):
+        listener()
 
 
 def _continue(kernel: "Kernel", group: ThreadGroup) -> None:

@@ -80,6 +80,7 @@ class ThreadGroup:
         self.stop_report: int | None = None  # the stop signal, until a WUNTRACED wait reports it
         self.continued_report = False  # until a WCONTINUED wait reports it
         self.resume = WaitQueue()  # stopped tasks wait here for SIGCONT
+        self.signal_listeners: list = []  # called after a signal becomes pending (signalfd readiness)
         self.rlimits: dict[int, tuple[int, int]] = dict(parent.rlimits) if parent else {}
         self.start_ns = 0
 

@@ -3,7 +3,7 @@
 A file reports the POLL* bits that hold now (``readiness``) and calls back
 when they may have changed (``subscribe``); a blocked poll waits on one
 WaitQueue that those callbacks notify, in the kernel's trio loop, so
-signals interrupt it (EINTR: poll is never restarted, as on Linux).
+signals interrupt it (EINTR after a handler; otherwise the call goes on, as on Linux).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import struct
 from sentry.errors import SyscallError
 from sentry.fs.file import POLLERR, POLLHUP, POLLIN, POLLOUT
 from sentry.kernel.task import Task
-from sentry.kernel.wait import WaitQueue, wait_until
+from sentry.kernel.wait import ERESTARTNOHAND, WaitQueue, wait_until
 from sentry.syscalls.time import read_timespec_ns
 from sentry.syscalls.spec import Int, Ptr, Size, Struct, entries, s32, supported
 
@@ -61,8 +61,8 @@ def _block(t: Task, fds: list[int], scan, timeout_ns: int | None):
             return bool(found[0])
 
         wait_until(t, (queue,), ready, timeout_ns)
-    except SyscallError as e:
-        raise SyscallError(errno.EINTR) from e
+    except SyscallError as e:  # a signal: EINTR once a handler runs, else resume (as Linux)
+        raise SyscallError(ERESTARTNOHAND) from e
     finally:
         for f in files:
             f.unsubscribe(queue.notify)
