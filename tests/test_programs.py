@@ -83,3 +83,22 @@ def test_busybox_sha256sum(sentry):
 def test_stdin_passes_through(sentry):
     got = sentry.run("/usr/bin/sqlite3", ":memory:", input=b"select 1+1;\n")
     assert got.stdout == b"2\n", got.stderr
+
+
+def test_shared_file_mappings(sentry, cprog):
+    prog = cprog("mmap_shared", "dynamic")
+    want = native(prog)
+    got = sentry.run(prog)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == want.stdout
+
+
+def test_sqlite_wal_between_processes(sentry, tmp_path):
+    script = ("import sqlite3, subprocess, sys\n"
+              "db = sqlite3.connect('/tmp/wal.db'); db.execute('pragma journal_mode=wal')\n"
+              "db.execute('create table t(x)'); db.execute('insert into t values (41)'); db.commit()\n"
+              "other = subprocess.run(['/usr/bin/sqlite3', '/tmp/wal.db', 'update t set x = x + 1; select x from t'],"
+              " capture_output=True, text=True).stdout.strip()\n"
+              "print(other, db.execute('select x from t').fetchone()[0])\n")
+    got = sentry.run("/usr/bin/python3.11", "-c", script)
+    assert (got.returncode, got.stdout) == (0, b"42 42\n"), got.stderr

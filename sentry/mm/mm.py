@@ -62,14 +62,18 @@ class Backing:
     """A MemoryFile range shared by the VMA pieces that map it.
     ``cache_key`` is set for page-cache backings (never written)."""
 
-    __slots__ = ("offset", "length", "refs", "cache_key", "forked")
+    __slots__ = ("offset", "length", "refs", "cache_key", "forked", "file", "file_offset", "shared_key")
 
-    def __init__(self, offset: int, length: int, cache_key: Hashable | None = None):
+    def __init__(self, offset: int, length: int, cache_key: Hashable | None = None,
+                 file: "MappedFile | None" = None, file_offset: int = 0):
         self.offset = offset
         self.length = length
         self.refs = 0  # VMA pieces (in any mm) mapping part of it; guarded by COW_LOCK once forked
         self.cache_key = cache_key
         self.forked = False  # shared by fork: parts are never zeroed while refs > 0
+        self.file = file  # for MAP_SHARED file mappings: written back at msync and when unmapped
+        self.file_offset = file_offset
+        self.shared_key: Hashable | None = None  # its key in PageCache's shared-mapping registry
 
 
 class MappedFile:
@@ -189,6 +193,9 @@ class MemoryManager:
                 if b.cache_key is not None:
                     self.cache.unused(b)
                 else:
+                    if b.file is not None:
+                        self.write_back(b)
+                        self.cache.forget_shared(b)
                     self.memory.free(b.offset, b.length)
             elif not v.shared and not b.forked and b.cache_key is None:
                 self.memory.zero(v.memfd_offset, v.end - v.start)
@@ -301,6 +308,8 @@ class MemoryManager:
             key = file.mmap_identity()
             if key is not None:
                 return self.cache.get(key, file, file_offset, length)
+        if file is not None and shared:
+            return self.cache.shared(file, file_offset, length)
         try:
             offset = self.memory.allocate(length)
         except OutOfMemory:
@@ -309,6 +318,38 @@ class MemoryManager:
             data = file.pread(length, file_offset)
             self.memory.write(offset, data)
         return Backing(offset, length)
+
+    def write_back(self, b: Backing) -> None:
+        """Write a shared file mapping's pages back to its file, up to the
+        file's size (a mapping never extends its file)."""
+        f = b.file
+        if f is None or not getattr(f, "writable", False):
+            return
+        try:
+            n = min(b.length, f.size() - b.file_offset)
+            if n > 0:
+                f.pwrite(self.memory.read(b.offset, n), b.file_offset)
+        except (SyscallError, OSError):
+            pass  # the file refuses writes now: a failed writeback, as on Linux
+
+    def msync(self, addr: int, length: int) -> None:
+        """Write back the shared file mappings over [addr, addr+length);
+        ENOMEM if part of the range is unmapped."""
+        end = addr + page_up(length)
+        with self.lock:
+            done: set[int] = set()
+            pos = addr
+            for v in list(self._vmas):
+                if v.end <= addr or v.start >= end:
+                    continue
+                if v.start > pos:
+                    raise SyscallError(errno.ENOMEM)
+                pos = v.end
+                if v.backing.file is not None and id(v.backing) not in done:
+                    done.add(id(v.backing))
+                    self.write_back(v.backing)
+            if pos < end:
+                raise SyscallError(errno.ENOMEM)
 
     def munmap(self, addr: int, length: int) -> None:
         if addr & (PAGE - 1) or length <= 0 or length > _TASK_SIZE or addr > _TASK_SIZE - length:

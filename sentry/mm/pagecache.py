@@ -27,6 +27,7 @@ class PageCache:
         self._unused: OrderedDict[Hashable, Backing] = OrderedDict()
         self._unused_bytes = 0
         self.hits = self.misses = 0
+        self._shared: dict[Hashable, Backing] = {}  # MAP_SHARED file ranges, while mapped
 
     def get(self, identity: Hashable, file: MappedFile, offset: int, length: int) -> Backing:
         """The shared backing for file[offset:offset+length], read on a miss.
@@ -47,6 +48,34 @@ class PageCache:
             self.memory.write(off, file.pread(length, offset))
             b = self._entries[key] = Backing(off, length, key)
             return b
+
+    def shared(self, file: MappedFile, offset: int, length: int) -> Backing:
+        """The one backing of file[offset:offset+length] for every MAP_SHARED
+        mapping of it in the sandbox, so processes see each other's writes
+        (sqlite's -shm). Keyed by the open file's inode object; written back
+        to the file at msync and when the last mapping goes."""
+        node = getattr(file, "node", None)
+        key = (id(node), offset, length) if node is not None else None
+        with self._lock:
+            b = self._shared.get(key) if key is not None else None
+            if b is not None:
+                return b
+            try:
+                off = self.memory.allocate(length)
+            except OutOfMemory:
+                raise SyscallError(errno.ENOMEM) from None
+            self.memory.write(off, file.pread(length, offset))
+            b = Backing(off, length, file=file, file_offset=offset)
+            if key is not None:
+                b.shared_key = key
+                self._shared[key] = b
+            return b
+
+    def forget_shared(self, backing: Backing) -> None:
+        """The last mapping of a shared file range went away."""
+        with self._lock:
+            if backing.shared_key is not None and self._shared.get(backing.shared_key) is backing:
+                del self._shared[backing.shared_key]
 
     def unused(self, backing: Backing) -> None:
         """No VMA maps ``backing`` any more: keep it for reuse, within bounds."""

@@ -70,9 +70,13 @@ def sys_madvise(t: Task, addr: int, length: int, advice: int) -> int:
     return 0
 
 
+MS_ASYNC, MS_INVALIDATE, MS_SYNC = 1, 2, 4
+
+
 def sys_msync(t: Task, addr: int, length: int, flags: int) -> int:
-    if addr & 0xFFF:
+    if addr & 0xFFF or flags & ~(MS_ASYNC | MS_INVALIDATE | MS_SYNC) or flags & MS_ASYNC and flags & MS_SYNC:
         raise SyscallError(errno.EINVAL)
+    t.mm.msync(addr, length)
     return 0
 
 
@@ -88,7 +92,7 @@ ENTRIES = entries(
     partial("mremap", sys_mremap, args=(Hex, Size, Size, Flags({1: "MREMAP_MAYMOVE", 2: "MREMAP_FIXED"}), Hex),
             note="MREMAP_FIXED and MREMAP_DONTUNMAP are not supported; growing copies"),
     partial("madvise", sys_madvise, args=(Hex, Size, Enum(MADV_NAMES)), note="DONTNEED/FREE drop pages; other advice is accepted and ignored"),
-    partial("msync", sys_msync, args=(Hex, Size, Int), note="shared file mappings are not written back"),
+    partial("msync", sys_msync, args=(Hex, Size, Int), note="writes back shared file mappings; read(2) sees mapped writes only after msync or munmap"),
     partial("mlock", sys_mlock, args=(Hex, Size), note="accepted; nothing is locked"),
     partial("munlock", sys_mlock, args=(Hex, Size), note="accepted; nothing is locked"),
 )
