@@ -175,8 +175,7 @@ def _read_argv(t: Task, addr: int) -> list[bytes]:
         out.append(t.mm.read_cstring(p, 32 * 4096))
 
 
-def sys_execve(t: Task, path: int, argv: int, envp: int) -> int:
-    filename = t.mm.read_cstring(path)
+def _exec(t: Task, filename: bytes, argv: int, envp: int) -> int:
     t.kernel.vfs.open_exec(t.fs, filename)  # ENOENT/EACCES before argv's EFAULT, as Linux
     args, env = _read_argv(t, argv), _read_argv(t, envp)
     try:
@@ -184,6 +183,10 @@ def sys_execve(t: Task, path: int, argv: int, envp: int) -> int:
     except ExecError as e:
         raise SyscallError(e.errno) from None
     return 0
+
+
+def sys_execve(t: Task, path: int, argv: int, envp: int) -> int:
+    return _exec(t, t.mm.read_cstring(path), argv, envp)
 
 
 AT_FDCWD, AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW = -100, 0x1000, 0x100
@@ -204,13 +207,7 @@ def sys_execveat(t: Task, dirfd: int, path: int, argv: int, envp: int, flags: in
             name = base
         else:
             name = base.rstrip(b"/") + b"/" + name
-    t.kernel.vfs.open_exec(t.fs, name)
-    args, env = _read_argv(t, argv), _read_argv(t, envp)
-    try:
-        t.kernel.exec_into(t, name, args, env)
-    except ExecError as e:
-        raise SyscallError(e.errno) from None
-    return 0
+    return _exec(t, name, argv, envp)
 
 
 def sys_arch_prctl(t: Task, code: int, addr: int) -> int:
