@@ -11,6 +11,8 @@ import os
 import pathlib
 import shutil
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -117,7 +119,7 @@ def test_escape_attempts_all_fail(sentry, jail):
     got = sentry.run("/prog", "all", str(jail["secret"]), str(jail["marker"]), str(jail["port"]),
                      str(jail["host_unix"]), jail["abstract"], str(lo), str(lo + 400),
                      options=("--rootfs", str(jail["root"]), "--pids", "64", "--nofile", "64",
-                              "--memory", "256M", "--timeout", "150"), timeout=180)
+                              "--memory", "256M", "--timeout", "150", "--seccomp"), timeout=180)
     out = got.stdout.decode(errors="replace")
     assert "ESCAPE" not in out, out
     last = out.strip().splitlines()[-1] if out.strip() else ""
@@ -157,3 +159,39 @@ def test_execve_outside_rootfs_fails(sentry, jail):
     got = sentry.run("/bin/sh", "-c", "echo escaped", options=("--rootfs", str(jail["root"])))
     assert got.returncode == 127 and got.stdout == b""
 
+
+
+def test_sentry_runs_under_its_seccomp_filter(sentry):
+    cmd = [sys.executable, "-m", "sentry", "run", "--platform", sentry.platform, "--seccomp", "--",
+           "/bin/sh", "-c", "echo ready; read x"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        status = pathlib.Path(f"/proc/{proc.pid}/status").read_text()
+        assert "Seccomp:\t2" in status and "Seccomp_filters:\t1" in status, status
+    finally:
+        out, err = proc.communicate(b"\n", timeout=60)
+    assert proc.returncode == 0, err
+
+
+def test_seccomp_allowlist_denies_the_rest():
+    """The filter itself: listed calls work, others are EPERM (no socket for
+    a subverted Sentry, no chroot)."""
+    code = "\n".join([
+        "import os, socket, sys",
+        "from sentry import seccomp_self",
+        "seccomp_self.install()",
+        "assert os.getpid() > 0",
+        "try:",
+        "    socket.socket(socket.AF_INET, socket.SOCK_STREAM)",
+        "except PermissionError:",
+        "    print('socket: EPERM', flush=True)",
+        "try:",
+        "    os.chroot('/')",
+        "except PermissionError:",
+        "    print('chroot: EPERM', flush=True)",
+    ])
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
+                         cwd=pathlib.Path(__file__).parent.parent)
+    assert got.stdout == b"socket: EPERM\nchroot: EPERM\n", got.stderr
+    assert got.returncode == 0

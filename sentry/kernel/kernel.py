@@ -172,6 +172,10 @@ class Kernel:
         if "error" in started:
             self.done.wait()
             raise started["error"]  # type: ignore[misc]
+        if self.config.seccomp:  # from here on the Sentry makes only the host calls it needs
+            from sentry import seccomp_self
+
+            seccomp_self.install()
 
     def spawn(self, task: Task, setup=None) -> None:
         """Run ``task`` on a new OS thread; ``setup`` runs first, there."""
