@@ -119,7 +119,7 @@ def test_escape_attempts_all_fail(sentry, jail):
     got = sentry.run("/prog", "all", str(jail["secret"]), str(jail["marker"]), str(jail["port"]),
                      str(jail["host_unix"]), jail["abstract"], str(lo), str(lo + 400),
                      options=("--rootfs", str(jail["root"]), "--pids", "64", "--nofile", "64",
-                              "--memory", "256M", "--timeout", "150", "--seccomp"), timeout=180)
+                              "--memory", "256M", "--timeout", "150", "--seccomp", "--network", "none"), timeout=180)
     out = got.stdout.decode(errors="replace")
     assert "ESCAPE" not in out, out
     last = out.strip().splitlines()[-1] if out.strip() else ""
