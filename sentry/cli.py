@@ -47,8 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="hard limit of open files per process (RLIMIT_NOFILE; default 4096)")
     run.add_argument("--cpus", type=_positive, default=None, metavar="N",
                      help="run the sandbox on at most N host CPUs")
-    run.add_argument("--seccomp", action=argparse.BooleanOptionalAction, default=False,
-                     help="put the Sentry itself under its seccomp allowlist once started (docs/SECURITY.md)")
+    run.add_argument("--seccomp", action=argparse.BooleanOptionalAction, default=True,
+                     help="once started, the Sentry makes only the host calls of its allowlist (default: on; "
+                          "docs/SECURITY.md)")
     run.add_argument("--debug", action="store_true", help="report unsupported calls and guest faults")
     run.add_argument("--policy", action="append", default=[], metavar="FILE.py",
                      help="load system-call policy hooks from FILE.py (its `policy`; repeat to compose)")

@@ -24,7 +24,7 @@ class Config:
     pids_limit: int | None = None  # live tasks + unreaped zombies (--pids): past it, clone is EAGAIN
     nofile_limit: int = 4096  # RLIMIT_NOFILE hard ceiling: no guest can raise it (--nofile)
     cpus: int | None = None  # host CPUs the Sentry and its stubs may use (--cpus)
-    seccomp: bool = False  # the Sentry runs under its own seccomp allowlist (sentry.seccomp_self)
+    seccomp: bool = False  # the Sentry under its own seccomp allowlist (sentry.seccomp_self); CLI: on
     volumes: list[tuple[str, str, bool]] = field(default_factory=list)  # (host, guest, read_only)
     timeout: float | None = None  # seconds; then the sandbox ends with status 124
     stats: bool = False  # print totals (calls, faults, signals, time split) at the end (sentry.stats)
