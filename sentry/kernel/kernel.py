@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-from platforms.base import Platform
+from platforms.base import Platform, PlatformError
 from sentry.config import Config
 from sentry.errors import ExecError, GuestExit
 from sentry.fs.context import FSContext
@@ -193,6 +193,12 @@ class Kernel:
             status = run_task(task)
         except GuestExit as e:
             status = e.status
+        except PlatformError as e:
+            # The guest's own stub died or misbehaved (a guest can kill or
+            # scribble on its stub): that process dies, the sandbox goes on.
+            self.debug(f"task {task.tid}: platform failure, killing its process: {e}")
+            status = killed_status(S.SIGKILL)
+            self.exit_group(task.group, status)
         except BaseException as e:  # a Sentry bug: end the sandbox, report it
             self.crash = self.crash or e
             status = killed_status(S.SIGKILL)
