@@ -36,6 +36,7 @@ ALLOWED: tuple[str, ...] = (
     "faccessat", "faccessat2", "getcwd", "statfs", "fstatfs", "fadvise64", "sendfile", "copy_file_range",
     "getxattr", "lgetxattr", "fgetxattr", "listxattr", "llistxattr", "flistxattr", "fsync", "fdatasync",
     "unlink", "unlinkat", "mkdir", "mkdirat", "rename", "renameat", "renameat2",  # overlay=DIR, temp files
+    "symlinkat", "linkat", "mknodat", "fchownat", "chmod", "fchmodat", "utimensat",  # writable volumes, overlay=DIR
     # waiting: trio, host stdio readiness, timers
     "poll", "ppoll", "select", "pselect6", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait",
     "eventfd2", "futex", "nanosleep", "clock_nanosleep", "clock_gettime", "clock_getres", "gettimeofday",

@@ -13,7 +13,7 @@ need not contain /proc or /dev.
 
 The mount table: the overlay (or read-only) rootfs at /, a synthesized
 /proc and /sys, a /dev tmpfs with the Sentry's devices, and volumes
-(``mount_volume``: a host directory under its own overlay).
+(``mount_volume``: a host directory passed through, hostfs.py).
 
 Permissions: checked as Linux does for the caller's effective ids; root
 (the usual case here) skips every check but the exec bit, so the common
@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import os
 import stat as S
+import sys
 from typing import TYPE_CHECKING
 
 from sentry.errors import SyscallError
@@ -31,9 +32,11 @@ from sentry.fs.dev import make_devfs
 from sentry.fs.file import (O_ACCMODE, O_CREAT, O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_PATH, O_RDONLY, O_RDWR,
                             O_TMPFILE, O_TRUNC, O_WRONLY, OpenFile)
 from sentry.fs.node import R_OK, W_OK, X_OK, DirMoves, FileSystem, Node, err, may_access
+from sentry.fs.hostfs import HostFS
 from sentry.fs.overlay import OverlayFS
 from sentry.fs.proc import ProcFS
 from sentry.fs.sysfs import make_sysfs
+from sentry.fs.upperdir import UpperDir
 
 if TYPE_CHECKING:
     from sentry.fs.context import FSContext
@@ -83,16 +86,28 @@ def _path_of(node: Node, root: Node) -> str:
 
 class VFS:
     """A sandbox's file systems. ``rootfs``: host directory shown as /;
-    ``overlay``: "memory" (writable, changes kept in memory) or "none"
-    (read-only: writes fail with EROFS). Raises ValueError on bad
-    arguments (not a directory, unknown overlay)."""
+    ``overlay``: "memory" (writable, changes kept in memory), "none"
+    (read-only: writes fail with EROFS) or a host directory (changes kept
+    there across runs: loaded now, saved at ``close``; see upperdir.py;
+    made if missing).
+    Raises ValueError on bad arguments (not a directory, an overlay
+    directory that cannot be used)."""
 
     def __init__(self, rootfs: str = "/", overlay: str = "memory"):
-        if overlay not in ("memory", "none"):
-            raise ValueError(f"unknown overlay {overlay!r}: expected 'memory' or 'none'")
+        if overlay not in ("memory", "none") and not os.path.isabs(overlay):
+            raise ValueError(f"unknown overlay {overlay!r}: expected 'memory', 'none' or an absolute directory path")
         if not os.path.isdir(rootfs):
             raise ValueError(f"rootfs {rootfs!r} is not a directory")
-        self.rootfs = OverlayFS(rootfs, writable=overlay == "memory")
+        self.rootfs = OverlayFS(rootfs, writable=overlay != "none")
+        self.upper: UpperDir | None = None
+        if overlay not in ("memory", "none"):
+            self.upper = UpperDir(overlay)
+            try:
+                self.upper.load(self.rootfs)
+            except ValueError:
+                self.upper.close()
+                self.rootfs.host.close()
+                raise
         self.root: Node = self.rootfs.root
         self.mount_table: list[tuple[str, FileSystem]] = [("/", self.rootfs)]
         self.mount("/proc", ProcFS(self))
@@ -125,15 +140,31 @@ class VFS:
         self.mount_table.append((os.fsdecode(raw), fs))
 
     def mount_volume(self, host: str, guest: str, read_only: bool = False) -> None:
-        """Show host directory ``host`` at ``guest`` (--volume HOST:GUEST[:ro]).
-        Writable volumes get their own memory overlay: the host directory
-        never changes either way. Raises ValueError on bad arguments."""
+        """Show host directory ``host`` at ``guest`` (--volume HOST:GUEST[:ro]),
+        passed through (hostfs.py): the guest's changes are made in the host
+        directory itself, confined to it; ``read_only``: they fail with
+        EROFS. Raises ValueError on bad arguments."""
         if not os.path.isdir(host):
             raise ValueError(f"volume {host!r} is not a directory")
-        self.mount(guest, OverlayFS(host, writable=not read_only))
+        fs = HostFS(host, writable=not read_only)
+        try:
+            self.mount(guest, fs)
+        except ValueError:
+            fs.host.close()
+            raise
 
     def close(self) -> None:
-        """Release the host directories the mounts hold open."""
+        """Save the upper layer (--overlay DIR; a failure is reported on
+        stderr in one line) and release the host directories the mounts
+        hold open. Idempotent."""
+        if self.upper is not None:
+            try:
+                self.upper.save(self.rootfs)
+            except SyscallError as e:
+                print(f"sentry: overlay {self.upper.host.path}: not saved: {os.strerror(e.errno)}",
+                      file=sys.stderr)
+            self.upper.close()
+            self.upper = None
         for _path, fs in self.mount_table:
             host = getattr(fs, "host", None)
             if host is not None:
