@@ -9,7 +9,8 @@
  * 0, -1, small and huge integers, page sizes, its own file descriptors,
  * pointers into a buffer of random bytes (with strings and paths in it),
  * NULL+1, unmapped, stub and kernel addresses. Children have /dev/null as
- * stdio. A child that blocks or loops is killed after 2 s. Each child
+ * stdio. Two threads of each child make calls at once, each its own
+ * seeded sequence. A child that blocks or loops is killed after 2 s. Each child
  * counts its calls in shared memory; the parent prints the totals:
  *   "calls N children C killed K signalled S".
  * The same SEED and CALLS give the same sequence of calls.
@@ -17,6 +18,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,7 +36,7 @@
 #define MAX_NR 460
 #define BUF_SIZE (64 << 10)
 
-static uint64_t rng;
+static __thread uint64_t rng;
 static uint64_t next(void) { /* splitmix64 */
     uint64_t z = (rng += 0x9e3779b97f4a7c15ULL);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -93,7 +95,26 @@ static void fill_buffer(void) {
         buf[next() % BUF_SIZE] = 0;
 }
 
-static void child(volatile uint64_t *count, int calls) {
+static volatile uint64_t *count;
+static int per_thread;
+
+static void *calls_loop(void *seed) {
+    rng = (uint64_t)seed;
+    for (int i = 0; i < per_thread; i++) {
+        long nr;
+        do
+            nr = (long)(next() % MAX_NR);
+        while (skip(nr));
+        long a[6];
+        for (int j = 0; j < 6; j++)
+            a[j] = arg();
+        __atomic_fetch_add(count, 1, __ATOMIC_RELAXED);
+        syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+    }
+    return NULL;
+}
+
+static void child(int calls) {
     int null = open("/dev/null", O_RDWR);
     dup2(null, 0);
     dup2(null, 1);
@@ -111,17 +132,13 @@ static void child(volatile uint64_t *count, int calls) {
         if (sig != SIGSEGV && sig != SIGBUS && sig != SIGILL && sig != SIGFPE && sig != SIGSYS)
             sigaction(sig, &sa, NULL);
     fill_buffer();
-    for (int i = 0; i < calls; i++) {
-        long nr;
-        do
-            nr = (long)(next() % MAX_NR);
-        while (skip(nr));
-        long a[6];
-        for (int j = 0; j < 6; j++)
-            a[j] = arg();
-        (*count)++;
-        syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
-    }
+    per_thread = calls / 2;
+    uint64_t second = next();
+    pthread_t t;
+    int threaded = pthread_create(&t, NULL, calls_loop, (void *)second) == 0;
+    calls_loop((void *)next());
+    if (threaded)
+        pthread_join(t, NULL);
     _exit(0);
 }
 
@@ -133,7 +150,7 @@ int main(int argc, char **argv) {
     uint64_t seed = strtoull(argv[1], NULL, 0);
     long calls = atol(argv[2]);
     int per_child = argc > 3 ? atoi(argv[3]) : 200;
-    volatile uint64_t *count = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    count = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     long children = 0, killed = 0, signalled = 0;
     for (long done = 0; done < calls; done += per_child, children++) {
         rng = seed * 1000003 + (uint64_t)children;
@@ -143,7 +160,7 @@ int main(int argc, char **argv) {
             return 1;
         }
         if (pid == 0)
-            child(count, per_child);
+            child(per_child);
         int status = 0;
         struct timespec tick = {0, 10 * 1000 * 1000};
         int waited = 0;
