@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any, Mapping, Sequence, Union
 
-from sentry.config import Config
+from sentry.config import Config, overlay_setting
 from sentry.errors import ExecError
 from sentry.policy import Policy, PolicyError
 from sentry.sandbox import SandboxError, pick_platform
@@ -104,7 +104,9 @@ class Sandbox:
     """What to run programs in (see the module doc). ``platform``: ptrace,
     vmexec or kvm; ``rootfs``: the host directory seen as / (read-only);
     ``overlay``: "memory" (writes go to an in-memory layer, the host never
-    changes) or "none"; ``network``: "none" (the only kind: the guest has
+    changes), "none" (read-only) or a host directory path (the upper layer
+    is kept there: each run sees the changes of the runs before it);
+    ``network``: "none" (the only kind: the guest has
     no network); ``env``: the environment (default: PATH only); ``cwd``:
     working directory inside; ``limits``; ``timeout``: default seconds per
     run; ``policy``: hooks (sentry.policy); ``seed``: address randomization
@@ -118,8 +120,7 @@ class Sandbox:
                  seed: int | None = None, debug: bool = False):
         if network != "none":
             raise ValueError(f"network={network!r}: only 'none' is supported (the sandbox has no network)")
-        if overlay not in ("memory", "none"):
-            raise ValueError(f"overlay={overlay!r}: expected 'memory' or 'none'")
+        overlay = overlay_setting(overlay)
         if not os.path.isdir(rootfs):
             raise ValueError(f"rootfs={rootfs!r}: not a directory")
         env = {"PATH": DEFAULT_PATH} if env is None else env

@@ -11,7 +11,7 @@ import os
 import sys
 
 from sentry import bench, tracecmd
-from sentry.config import Config
+from sentry.config import Config, overlay_setting
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,9 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--network", default="none", choices=["none"],
                      help="none (the default and only choice): a loopback inside the sandbox, nothing leaves")
     run.add_argument("--volume", action="append", default=[], metavar="HOST:GUEST[:ro]",
-                     help="show host directory HOST at GUEST (writes stay in the sandbox's memory)")
-    run.add_argument("--overlay", default="memory", choices=["memory", "none"],
-                     help="writable in-memory layer over the rootfs (default) or none")
+                     help="show host directory HOST at GUEST: the guest's writes change HOST itself "
+                          "(confined to it); with :ro they fail with EROFS")
+    run.add_argument("--overlay", default="memory", metavar="memory|none|DIR",
+                     help="the writable layer over the read-only rootfs: memory (default: changes vanish "
+                          "at exit), none (read-only), or DIR: a host directory (made if missing) keeping "
+                          "the changes across runs")
     run.add_argument("--cwd", default=None, help="working directory inside the sandbox")
     run.add_argument("--env", action="append", default=[], metavar="K=V", help="set an environment variable")
     run.add_argument("--clear-env", action="store_true", help="start from an empty environment")
@@ -113,6 +116,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
         key = item.split("=", 1)[0].encode() + b"="
         env = [e for e in env if not e.startswith(key)] + [os.fsencode(item)]
+    try:
+        overlay = overlay_setting(args.overlay)
+    except ValueError as e:
+        print(f"sentry: run: --{e}", file=sys.stderr)
+        return 2
     cwd = args.cwd or (os.getcwd() if args.rootfs == "/" else "/")
     volumes = []
     for spec in args.volume:
@@ -128,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"sentry: run: --policy {e}", file=sys.stderr)
         return 2
     try:
-        config = Config(platform=args.platform, rootfs=args.rootfs, overlay=args.overlay, cwd=cwd,
+        config = Config(platform=args.platform, rootfs=args.rootfs, overlay=overlay, cwd=cwd,
                         seed=args.seed, debug=args.debug, timeout=args.timeout, stats=args.stats,
                         memory_limit=args.memory, pids_limit=args.pids, nofile_limit=args.nofile, cpus=args.cpus,
                         seccomp=args.seccomp, volumes=volumes,
@@ -140,7 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SandboxError as e:
         print(f"sentry: {e}", file=sys.stderr)
         return e.exit_code
-    except TraceError as e:
+    except (TraceError, ValueError) as e:  # ValueError: a --volume or --overlay DIR the VFS refused
         print(f"sentry: run: {e}", file=sys.stderr)
         return 2
     return exit_code(status)

@@ -1,7 +1,18 @@
 """Config: what `sentry run` (or the Python API) asks of a sandbox."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+
+
+def overlay_setting(value: str) -> str:
+    """``value`` as Config.overlay: "memory", "none", or a directory made
+    absolute (it need not exist yet). Raises ValueError otherwise."""
+    if value in ("memory", "none"):
+        return value
+    if not value or (os.path.exists(value) and not os.path.isdir(value)):
+        raise ValueError(f"overlay {value!r}: expected 'memory', 'none' or a directory")
+    return os.path.abspath(value)
 
 
 @dataclass
@@ -10,7 +21,7 @@ class Config:
 
     platform: str = "ptrace"
     rootfs: str = "/"
-    overlay: str = "memory"
+    overlay: str = "memory"  # "memory", "none", or an absolute host directory holding the upper layer
     cwd: str = "/"
     env: list[bytes] = field(default_factory=list)
     seed: int | None = None
@@ -25,6 +36,6 @@ class Config:
     nofile_limit: int = 4096  # RLIMIT_NOFILE hard ceiling: no guest can raise it (--nofile)
     cpus: int | None = None  # host CPUs the Sentry and its stubs may use (--cpus)
     seccomp: bool = False  # the Sentry under its own seccomp allowlist (sentry.seccomp_self); CLI: on
-    volumes: list[tuple[str, str, bool]] = field(default_factory=list)  # (host, guest, read_only)
+    volumes: list[tuple[str, str, bool]] = field(default_factory=list)  # (host, guest, read_only): passed through
     timeout: float | None = None  # seconds; then the sandbox ends with status 124
     stats: bool = False  # print totals (calls, faults, signals, time split) at the end (sentry.stats)
