@@ -204,3 +204,18 @@ def test_bad_overlay_arguments(tmp_path):
         VFS(str(tmp_path), "relative/dir")
     with pytest.raises(ValueError):
         VFS(str(tmp_path), str(tmp_path / "file"))
+
+
+def test_upper_holds_only_changes(tmp_path):
+    root = tmp_path / "root"
+    (root / "x" / "y").mkdir(parents=True)
+    (root / "x" / "y" / "f").write_text("lower\n")
+    (root / "etc").mkdir()
+    upper = tmp_path / "upper"
+    vfs = VFS(str(root), str(upper))
+    fs = FSContext.initial(vfs, "/")
+    vfs.open(fs, None, b"/x/y/f", O_RDONLY).decref()  # looked up, cached, unchanged
+    vfs.open(fs, None, b"/etc/a", O_CREAT | O_WRONLY, 0o644).decref()
+    vfs.close()
+    assert sorted(os.listdir(upper)) == ["upper"] and os.listdir(upper / "upper") == ["etc"]
+    assert stat.S_IMODE(os.stat(upper / "upper" / "etc").st_mode) == stat.S_IMODE(os.stat(root / "etc").st_mode)

@@ -3,14 +3,17 @@ system; every path it names is resolved here.
 
 Layers, bottom up:
 
-- ``hostroot``: the one door to the host: read-only access below the
-  rootfs directory (fstatat/readlinkat on an O_PATH root fd, openat2 with
-  RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS).
+- ``hostroot``: the one door to the host: access confined below a host
+  directory (the parent of every name opened with openat2 RESOLVE_IN_ROOT |
+  RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS, the name never followed);
+  read-only for the rootfs, writable for volumes and ``--overlay DIR``.
 - ``node``: ``Node`` (an inode: stat, lookup, readdir, readlink, open, and
   the directory mutations) and ``Stat`` (os.stat_result's attribute names).
 - File systems: ``overlay`` (the host rootfs under an in-memory upper
   layer: copy-up, whiteouts, opaque new directories, FIFOs; with no host
-  below it is a tmpfs), ``proc``, ``sysfs`` and ``synth`` (computed
+  below it is a tmpfs; ``upperdir`` keeps its upper layer in a host
+  directory across runs), ``hostfs`` (a volume passed through), ``proc``,
+  ``sysfs`` and ``synth`` (computed
   files), ``dev`` (a tmpfs holding the Sentry's devices), ``pipe``.
 - ``file``: ``OpenFile`` (an open file description: flags, offset,
   reference count) and its families; ``stdio``: host stdio passthrough;
@@ -25,9 +28,10 @@ walk with absolute ones restarting at the *sandbox* root; at most 40 links;
 /proc's magic links jump to Sentry nodes. A host path is only ever built
 by the overlay from names it looked up itself (each lstat'ed, never
 followed), and every host open goes through openat2 RESOLVE_IN_ROOT as
-defence in depth. Nothing is ever opened for writing on the host: with the
-memory overlay all changes live in the Sentry; with ``overlay="none"``
-they fail with EROFS.
+defence in depth. The rootfs is never written: with the memory overlay all
+changes live in the Sentry; with ``overlay="none"`` they fail with EROFS;
+with ``overlay=DIR`` they are saved to DIR at the end. Only writable
+volumes and DIR are ever changed on the host.
 
 Lock order (outermost first):
     FDTable.lock          (leaf: files are released after it is dropped)

@@ -196,12 +196,16 @@ class HostOpenFile(SeekableFile):
             return os.pwrite(self.hostfd, data, offset)
         except OSError as e:
             raise SyscallError(e.errno) from None
+        except OverflowError:
+            raise SyscallError(errno.EFBIG) from None
 
     def truncate(self, size: int) -> None:
         try:
             os.ftruncate(self.hostfd, size)
         except OSError as e:
             raise SyscallError(e.errno) from None
+        except OverflowError:
+            raise SyscallError(errno.EFBIG) from None
 
     def fsync(self) -> None:
         try:

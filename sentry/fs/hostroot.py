@@ -170,6 +170,8 @@ class HostRoot:
                 fn(d, name)
         except OSError as e:
             raise _oserror(e) from None
+        except (OverflowError, ValueError):  # an id or time the host cannot take
+            raise SyscallError(errno.EINVAL) from None
 
     def mkdir(self, rel: bytes, mode: int) -> None:
         self._change(rel, lambda d, n: os.mkdir(n, mode, dir_fd=d))

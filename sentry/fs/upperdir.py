@@ -85,7 +85,7 @@ class UpperDir:
             crel = rel + b"/" + name
             st = h.lstat(crel)
             if S.S_ISDIR(st.st_mode):
-                lower = d.lower + b"/" + name if d.lower else name if d.lower is not None else None
+                lower = _child_lower(d, name)
                 child = OvDir(fs, lower if lower is not None and _lower_dir(fs, lower) else None, None)
                 child.parent, child.name = d, name
                 d.children[name] = child
@@ -126,33 +126,30 @@ class UpperDir:
         h.remove_tree(_NEW)
 
     def _save_dir(self, fs: OverlayFS, d: OvDir, rel: bytes, default_lower: bytes | None,
-                  written: dict[int, bytes]) -> bool:
-        """Write ``d`` at ``rel`` (already made); whether it holds any
-        change (else the caller removes it)."""
+                  written: dict[int, bytes]) -> None:
+        """Write changed directory ``d`` at ``rel`` (already made)."""
         h = self.host
         lines = [b"whiteout " + n.hex().encode() for n in sorted(d.whiteouts)]
         if d.lower != default_lower:
             lines.append(b"opaque -" if d.lower is None else b"redirect " + d.lower.hex().encode())
         if lines:
             h.write_file(rel + b"/" + MARKER, b"\n".join(lines) + b"\n", 0o600)
-        changed = bool(lines) or d.meta is not None
         for name, c in list(d.children.items()):
             if name == MARKER or not isinstance(c, OvNode):
                 continue
             crel = rel + b"/" + name
             if isinstance(c, OvDir):
-                h.mkdir(crel, 0o700)
-                lower = d.lower + b"/" + name if d.lower else name if d.lower is not None else None
-                if self._save_dir(fs, c, crel, lower, written):
-                    changed = True
-                else:
-                    h.rmdir(crel)
+                lower = _child_lower(d, name)
+                if _changed(c, lower):
+                    h.mkdir(crel, 0o700)
+                    self._save_dir(fs, c, crel, lower, written)
                 continue
             if c.meta is None:
                 continue  # an unchanged lower entry
             if id(c) in written:
                 h.link(written[id(c)], crel)
-            elif isinstance(c, OvFile):
+                continue
+            if isinstance(c, OvFile):
                 data = c.data if c.data is not None else fs.host.read_all(c.lower)
                 h.write_file(crel, bytes(data), 0o600)
             elif isinstance(c, OvSymlink):
@@ -161,13 +158,25 @@ class UpperDir:
                 h.mkfifo(crel, 0o600)
             else:
                 continue  # sockets, device files: not kept
-            if id(c) not in written:
-                _set_meta(h, crel, c.meta)
-                written[id(c)] = crel
-            changed = True
-        if changed and d is not fs.root:
+            _set_meta(h, crel, c.meta)
+            written[id(c)] = crel
+        if d is not fs.root:
             _set_meta(h, rel, d.meta if d.meta is not None else d.stat())
-        return changed
+
+
+def _child_lower(d: OvDir, name: bytes) -> bytes | None:
+    """The lower path a subdirectory ``name`` of ``d`` has by default."""
+    if d.lower is None:
+        return None
+    return d.lower + b"/" + name if d.lower else name
+
+
+def _changed(d: OvDir, default_lower: bytes | None) -> bool:
+    """Whether ``d`` or anything below it differs from the rootfs."""
+    if d.meta is not None or d.whiteouts or d.lower != default_lower:
+        return True
+    return any(_changed(c, _child_lower(d, n)) if isinstance(c, OvDir) else
+               isinstance(c, OvNode) and c.meta is not None for n, c in list(d.children.items()))
 
 
 def _meta(fs: OverlayFS, st: os.stat_result) -> Stat:
