@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <linux/bpf.h>
 #include <linux/perf_event.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
@@ -66,6 +67,42 @@ static void no_secret_at(const char *name, int dirfd, const char *path) {
     if (fd >= 0)
         close(fd);
     verdict(name, got, path);
+}
+
+static volatile int racing;
+
+static void *flipper(void *arg) {
+    (void)arg;
+    while (racing) {
+        mkdir("/tmp/race", 0755);
+        rmdir("/tmp/race");
+        symlink("/../../../../..", "/tmp/race");
+        unlink("/tmp/race");
+        symlink(secret, "/tmp/race");
+        unlink("/tmp/race");
+    }
+    return NULL;
+}
+
+static void race_walks(void) {
+    char path[4096], buf[64];
+    pthread_t t;
+    racing = 1;
+    pthread_create(&t, NULL, flipper, NULL);
+    int got = 0;
+    snprintf(path, sizeof path, "/tmp/race%s", secret);
+    for (int i = 0; i < 3000 && !got; i++) {
+        const char *p = i % 3 == 0 ? "/tmp/race" : i % 3 == 1 ? path : "/tmp/race/../../../secret";
+        int fd = open(p, O_RDONLY);
+        if (fd >= 0) {
+            memset(buf, 0, sizeof buf);
+            got = read(fd, buf, sizeof buf - 1) > 0 && strncmp(buf, "TOPSECRET", 9) == 0;
+            close(fd);
+        }
+    }
+    racing = 0;
+    pthread_join(t, NULL);
+    verdict("race-dir-symlink-swap", got, "read the secret while a path flipped");
 }
 
 static void files(void) {
@@ -139,6 +176,18 @@ static void files(void) {
     if (fd >= 0)
         close(fd);
     verdict("create-host-marker", 0, ""); /* the host checks it is absent */
+
+    /* Writing the program through /proc/self/exe: the host checks /prog. */
+    fd = open("/proc/self/exe", O_WRONLY);
+    if (fd >= 0) {
+        write(fd, "overwritten", 11);
+        close(fd);
+    }
+    verdict("write-proc-self-exe", 0, "");
+
+    /* A race: one thread flips /tmp/race between a directory and a symlink
+     * out of the root while this one walks through it. */
+    race_walks();
 
     /* File handles (the "shocker" escape): forge the host root's handle. */
     struct {
