@@ -239,16 +239,20 @@ class HostRoot:
 
     def remove_tree(self, rel: bytes) -> None:
         """Remove ``rel`` and everything below it (links are removed, never
-        followed). A missing ``rel`` is not an error."""
-        try:
-            st = self.lstat(rel)
-        except SyscallError as e:
-            if e.errno == errno.ENOENT:
-                return
-            raise
-        if S.S_ISDIR(st.st_mode):
-            for name, _ino, _fmt in self.scandir(rel):
-                self.remove_tree(rel + b"/" + name if rel else name)
-            self.rmdir(rel)
-        else:
-            self.unlink(rel)
+        followed). A missing ``rel`` is not an error. Iterative: any depth."""
+        stack = [(rel, False)]
+        while stack:
+            path, emptied = stack.pop()
+            try:
+                st = self.lstat(path)
+            except SyscallError as e:
+                if e.errno == errno.ENOENT:
+                    continue
+                raise
+            if not S.S_ISDIR(st.st_mode):
+                self.unlink(path)
+            elif emptied:
+                self.rmdir(path)
+            else:
+                stack.append((path, True))
+                stack.extend((path + b"/" + name if path else name, False) for name, _i, _f in self.scandir(path))

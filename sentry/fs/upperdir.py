@@ -67,6 +67,8 @@ class UpperDir:
         except SyscallError as e:
             if e.errno != errno.ENOENT:
                 raise ValueError(f"overlay directory {self.host.path!r}: {os.strerror(e.errno)}") from None
+        except RecursionError:
+            raise ValueError(f"overlay directory {self.host.path!r}: nested too deep") from None
 
     def _load_dir(self, fs: OverlayFS, d: OvDir, rel: bytes, links: dict) -> None:
         h = self.host
@@ -112,7 +114,8 @@ class UpperDir:
     # --- save ---------------------------------------------------------------
     def save(self, fs: OverlayFS) -> None:
         """Write ``fs``'s upper layer to DIR/upper, replacing what was
-        there. Raises SyscallError on a host error (DIR/upper unchanged)."""
+        there. Raises SyscallError on a host error, RecursionError for a
+        tree nested too deep (DIR/upper unchanged either way)."""
         h = self.host
         h.remove_tree(_NEW)
         h.mkdir(_NEW, 0o700)

@@ -160,9 +160,9 @@ class VFS:
         if self.upper is not None:
             try:
                 self.upper.save(self.rootfs)
-            except SyscallError as e:
-                print(f"sentry: overlay {self.upper.host.path}: not saved: {os.strerror(e.errno)}",
-                      file=sys.stderr)
+            except (SyscallError, RecursionError) as e:
+                why = os.strerror(e.errno) if isinstance(e, SyscallError) else "nested too deep"
+                print(f"sentry: overlay {self.upper.host.path}: not saved: {why}", file=sys.stderr)
             self.upper.close()
             self.upper = None
         for _path, fs in self.mount_table:
