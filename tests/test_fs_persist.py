@@ -219,3 +219,46 @@ def test_upper_holds_only_changes(tmp_path):
     vfs.close()
     assert sorted(os.listdir(upper)) == ["upper"] and os.listdir(upper / "upper") == ["etc"]
     assert stat.S_IMODE(os.stat(upper / "upper" / "etc").st_mode) == stat.S_IMODE(os.stat(root / "etc").st_mode)
+
+
+def test_volume_swap_race_stays_inside(tmp_path):
+    """One thread swaps a volume directory with a symlink to outside while
+    another writes through it: every write lands in the volume or fails."""
+    import threading
+
+    root = tmp_path / "root"
+    (root / "mnt").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    vol = tmp_path / "vol"
+    (vol / "d").mkdir(parents=True)
+    vfs = VFS(str(root), "memory")
+    vfs.mount_volume(str(vol), "/mnt")
+    fs = FSContext.initial(vfs, "/")
+    host = HostRoot(str(vol), writable=True)  # the host side swaps too
+    stop = threading.Event()
+
+    def swap():
+        while not stop.is_set():
+            for call in (lambda: vfs.rename(fs, None, b"/mnt/d", None, b"/mnt/d2"),
+                         lambda: host.symlink(os.fsencode(outside), b"d"), lambda: host.unlink(b"d"),
+                         lambda: vfs.rename(fs, None, b"/mnt/d2", None, b"/mnt/d")):
+                try:
+                    call()
+                except SyscallError:
+                    pass
+
+    t = threading.Thread(target=swap)
+    t.start()
+    try:
+        for i in range(2000):
+            try:
+                vfs.open(fs, None, b"/mnt/d/f%d" % i, O_CREAT | O_WRONLY, 0o644).decref()
+            except SyscallError:
+                pass
+    finally:
+        stop.set()
+        t.join()
+    vfs.close()
+    assert os.listdir(outside) == []
+    assert any(os.scandir(vol))
