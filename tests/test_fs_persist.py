@@ -97,7 +97,7 @@ def test_overlay_dir_symlinks_never_lead_out(sentry, tmp_path):
     upper = tmp_path / "upper"
     (upper / "upper").mkdir(parents=True)
     (upper / "upper" / "evil").symlink_to(outside)  # planted on the host, absolute host path
-    (upper / "upper.new").symlink_to(outside)  # where a save is staged
+    (upper / "upper.new.1.x").symlink_to(outside)  # a stale staging of a save
     out = run(sentry, root, "ln -s /etc /lnk; echo x > /evil/f 2>/dev/null || echo refused; "
                             "readlink /evil", "--overlay", str(upper))
     assert out == f"refused\n{outside}\n"

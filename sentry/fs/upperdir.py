@@ -19,8 +19,10 @@ The format of ``DIR/upper``: a tree that mirrors the overlay's upper layer.
   A directory without the file takes its lower from its parent's lower
   plus its name. A guest entry of that exact name is not kept.
 
-Saving writes ``DIR/upper.new`` and swaps it with ``DIR/upper``
-(renameat2 RENAME_EXCHANGE), so a crash leaves the previous state whole.
+Saving writes ``DIR/upper.new.PID.RANDOM`` and swaps it with
+``DIR/upper`` (renameat2 RENAME_EXCHANGE), so a crash leaves the previous
+state whole (the staging of a Sentry that is gone is removed at the next
+save).
 Sockets, and changes to device files of the rootfs, are not kept. DIR is
 made mode 0700 so the set-ID files a guest keeps there are no use to the
 host's users. The whole upper layer is held in memory while a sandbox
@@ -117,16 +119,21 @@ class UpperDir:
         there. Raises SyscallError on a host error, RecursionError for a
         tree nested too deep (DIR/upper unchanged either way)."""
         h = self.host
-        h.remove_tree(_NEW)
-        h.mkdir(_NEW, 0o700)
-        self._save_dir(fs, fs.root, _NEW, b"", {})
+        for name, _ino, _fmt in h.scandir(b""):  # stagings of runs that died mid-save
+            if name.startswith(_NEW) and not _alive(name):
+                h.remove_tree(name)
+        new = _NEW + b".%d.%s" % (os.getpid(), os.urandom(4).hex().encode())
         try:
-            h.rename(_NEW, _UPPER, RENAME_EXCHANGE)
-        except SyscallError as e:
-            if e.errno != errno.ENOENT:
-                raise
-            h.rename(_NEW, _UPPER)
-        h.remove_tree(_NEW)
+            h.mkdir(new, 0o700)
+            self._save_dir(fs, fs.root, new, b"", {})
+            try:
+                h.rename(new, _UPPER, RENAME_EXCHANGE)
+            except SyscallError as e:
+                if e.errno != errno.ENOENT:
+                    raise
+                h.rename(new, _UPPER)
+        finally:
+            h.remove_tree(new)
 
     def _save_dir(self, fs: OverlayFS, d: OvDir, rel: bytes, default_lower: bytes | None,
                   written: dict[int, bytes]) -> None:
@@ -180,6 +187,21 @@ def _changed(d: OvDir, default_lower: bytes | None) -> bool:
         return True
     return any(_changed(c, _child_lower(d, n)) if isinstance(c, OvDir) else
                isinstance(c, OvNode) and c.meta is not None for n, c in list(d.children.items()))
+
+
+def _alive(staging: bytes) -> bool:
+    """Whether the Sentry that made staging directory ``staging``
+    (upper.new.PID.RANDOM) still runs."""
+    try:
+        pid = int(staging.split(b".")[2])
+        if pid <= 0:
+            return False
+        os.kill(pid, 0)
+    except (IndexError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _meta(fs: OverlayFS, st: os.stat_result) -> Stat:
