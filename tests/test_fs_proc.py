@@ -36,6 +36,12 @@ class FakeMM:
             raise SyscallError(errno.EFAULT)
         return self.image[off:off + length]
 
+    def usage(self) -> int:
+        return sum(v.end - v.start for v in self.vmas())
+
+    def resident(self) -> int:
+        return 0x3000
+
     def vmas(self):
         return [types.SimpleNamespace(start=0x400000, end=0x401000, prot=5, shared=False, file_offset=0,
                                       name="/bin/prog"),
@@ -78,6 +84,11 @@ def test_proc_self(vfs, task):
     assert read(vfs, task, b"/proc/self/comm") == b"prog\n"
     assert b"Pid:\t7\n" in read(vfs, task, b"/proc/7/status")
     assert read(vfs, task, b"/proc/self/stat").startswith(b"7 (prog) R 0 ")
+    size = 0x1000 + 0x10000  # the two VMAs
+    assert read(vfs, task, b"/proc/self/statm") == b"%d 3 0 0 0 0 0\n" % (size // 4096)
+    assert b"VmSize:\t%d kB\n" % (size // 1024) in read(vfs, task, b"/proc/7/status")
+    assert b"VmRSS:\t12 kB\n" in read(vfs, task, b"/proc/7/status")
+    assert read(vfs, task, b"/proc/self/stat").split()[22:24] == [b"%d" % size, b"3"]  # vsize, rss
     maps = read(vfs, task, b"/proc/self/maps").decode().splitlines()
     assert maps[0].startswith("00400000-00401000 r-xp 00000000 00:00 0") and maps[0].endswith(" /bin/prog")
     assert maps[1].endswith(" [stack]")
@@ -252,3 +263,35 @@ def test_host_fd_watcher_wakes_then_ends():
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_mount_table_has_tmpfs_at_dev_shm_and_tmp_only_when_safe(tmp_path):
+    """/dev/shm is always a tmpfs; /tmp is one when the rootfs's /tmp is
+    empty or absent and no volume is there (gVisor's rule), never hiding
+    files the rootfs has."""
+    def mounts(v: VFS) -> dict[str, str]:
+        return {line.split()[1]: line.split()[2] for line in v.mounts_text().decode().splitlines()}
+
+    empty = tmp_path / "empty"
+    (empty / "tmp").mkdir(parents=True)
+    full = tmp_path / "full"
+    (full / "tmp").mkdir(parents=True)
+    (full / "tmp" / "kept").write_text("x")
+    absent = tmp_path / "absent"
+    absent.mkdir()
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    for root, want_tmpfs in ((empty, True), (absent, True), (full, False)):
+        v = VFS(str(root), "memory")
+        assert v.mount_tmp() is want_tmpfs
+        table = mounts(v)
+        assert table["/dev/shm"] == "tmpfs" and table["/"] == "overlay"
+        assert table.get("/tmp") == ("tmpfs" if want_tmpfs else None)
+        fs = FSContext.initial(v, "/")
+        names = [n for n, _, _ in v.lookup(fs, None, b"/tmp").readdir(None)]
+        assert names == ([] if want_tmpfs else [b"kept"])
+        v.close()
+    v = VFS(str(empty), "memory")
+    v.mount_volume(str(volume), "/tmp")
+    assert v.mount_tmp() is False and mounts(v)["/tmp"] != "tmpfs"
+    v.close()

@@ -32,6 +32,7 @@ UTS_RELEASE = b"6.1.0-sentry"
 UTS_VERSION = b"#1 SMP Sentry"
 HOSTNAME = b"sentry"
 CLK_TCK = 100  # USER_HZ, as AT_CLKTCK tells the guest
+PAGE = 4096
 FILESYSTEMS = b"nodev\tproc\nnodev\ttmpfs\nnodev\toverlay\nnodev\tsysfs\nnodev\tdevtmpfs\nnodev\tpipefs\n"
 
 
@@ -44,8 +45,16 @@ def _host_file(path: str) -> bytes:
 
 
 def _meminfo(ctx) -> bytes:
+    """The sandbox's memory, as gVisor reports it: the total is the
+    --memory limit (or the host's memory, if smaller or unlimited), the
+    used part is what the MemoryFile holds (tmpfs content aside)."""
     total = os.sysconf("SC_PHYS_PAGES") * 4
     free = os.sysconf("SC_AVPHYS_PAGES") * 4
+    memory = getattr(getattr(ctx, "kernel", None), "memory", None)
+    if memory is not None:
+        if memory.limit is not None:
+            total = min(total, memory.limit >> 10)
+        free = max(0, min(free, total - (memory.resident(0, memory.capacity) >> 10)))
     rows = [("MemTotal", total), ("MemFree", free), ("MemAvailable", free), ("Buffers", 0),
             ("Cached", 0), ("SwapCached", 0), ("SwapTotal", 0), ("SwapFree", 0),
             ("Shmem", 0), ("CommitLimit", total), ("Committed_AS", 0)]
@@ -57,10 +66,26 @@ def _uptime(ctx) -> bytes:
 
 
 def _stat(ctx) -> bytes:
+    """/proc/stat: the CPUs the guest sees, idle since boot (the sandbox
+    keeps no per-CPU accounting, and the host's own figures are not the
+    guest's business)."""
     n = len(os.sched_getaffinity(0))
-    cpus = "".join(f"cpu{i} 0 0 0 0 0 0 0 0 0 0\n" for i in range(n))
+    idle = int(time.monotonic() * CLK_TCK)
+    cpus = "".join(f"cpu{i} 0 0 0 {idle} 0 0 0 0 0 0\n" for i in range(n))
     btime = int(time.time() - time.monotonic())  # the clock the guest's CLOCK_MONOTONIC counts from
-    return f"cpu  0 0 0 0 0 0 0 0 0 0\n{cpus}btime {btime}\nprocesses 1\nprocs_running 1\n".encode()
+    return f"cpu  0 0 0 {idle * n} 0 0 0 0 0 0\n{cpus}btime {btime}\nprocesses 1\nprocs_running 1\n".encode()
+
+
+def _memory_sizes(group: "ThreadGroup") -> tuple[int, int]:
+    """(mapped bytes, resident bytes) of ``group``'s address space."""
+    mm = _main_task(group).mm
+    return (mm.usage(), mm.resident()) if mm is not None else (0, 0)
+
+
+def statm_text(group: "ThreadGroup") -> bytes:
+    """/proc/PID/statm: size and resident in pages (the rest: zero)."""
+    size, rss = _memory_sizes(group)
+    return f"{size // PAGE} {rss // PAGE} 0 0 0 0 0\n".encode()
 
 
 def _main_task(group: "ThreadGroup") -> "Task":
@@ -101,13 +126,14 @@ def status_text(group: "ThreadGroup") -> bytes:
     c = group.creds
     ppid = group.parent.pid if group.parent is not None else 0
     umask = t.fs.umask if t.fs is not None else 0o022
+    size, rss = (f"{b >> 10} kB" for b in _memory_sizes(group))
     ids = lambda a, b, s: f"{a}\t{b}\t{s}\t{b}"  # noqa: E731  real, effective, saved, fs
     rows = [("Name", t.comm.decode(errors="replace")), ("Umask", f"{umask:04o}"),
             ("State", "R (running)"), ("Tgid", group.pid), ("Ngid", 0), ("Pid", group.pid),
             ("PPid", ppid), ("TracerPid", 0), ("Uid", ids(c.uid, c.euid, c.suid)),
             ("Gid", ids(c.gid, c.egid, c.sgid)), ("FDSize", 64),
-            ("Groups", " ".join(map(str, c.groups))), ("VmPeak", "0 kB"), ("VmSize", "0 kB"),
-            ("VmRSS", "0 kB"), ("Threads", len(group.tasks)), ("SigQ", "0/0"),
+            ("Groups", " ".join(map(str, c.groups))), ("VmPeak", size), ("VmSize", size),
+            ("VmRSS", rss), ("Threads", len(group.tasks)), ("SigQ", "0/0"),
             ("SigPnd", f"{0:016x}"), ("ShdPnd", f"{0:016x}"), ("SigBlk", f"{t.signal_mask:016x}"),
             ("SigIgn", f"{0:016x}"), ("SigCgt", f"{0:016x}"), ("CapInh", f"{0:016x}"),
             ("CapPrm", f"{0:016x}"), ("CapEff", f"{0:016x}"), ("CapBnd", f"{0:016x}"),
@@ -123,10 +149,11 @@ def stat_text(group: "ThreadGroup") -> bytes:
     mm = t.mm
     a = (mm.arg_start, mm.arg_end, mm.env_start, mm.env_end) if mm is not None else (0, 0, 0, 0)
     start_ticks = group.start_ns // (1_000_000_000 // CLK_TCK)  # since boot: start_ns is monotonic
+    size, rss = _memory_sizes(group)
     fields = ([group.pid, f"({t.comm.decode(errors='replace')})", "R", ppid, group.pgid, group.sid,
                0, -1, 0x400000]  # tty_nr, tpgid, flags (PF_FORKNOEXEC)
               + [0] * 8  # faults, utime, stime, cutime, cstime
-              + [20, 0, len(group.tasks), 0, start_ticks, 0, 0, (1 << 64) - 1]  # prio .. rsslim
+              + [20, 0, len(group.tasks), 0, start_ticks, size, rss // PAGE, (1 << 64) - 1]  # prio .. rsslim
               + [0] * 19  # code/stack addresses, signals, wchan, exit_signal, cpu, policy...
               + [0, 0, 0, *a, 0])  # data, brk, arg/env ranges, exit code
     return (" ".join(map(str, fields)) + "\n").encode()
@@ -240,7 +267,7 @@ class ProcFS(SynthFS):
             b"environ": f(lambda: _mm_range(task(), "env"), 0o400),
             b"status": f(lambda: status_text(live())),
             b"stat": f(lambda: stat_text(live())),
-            b"statm": f(lambda: b"0 0 0 0 0 0 0\n"),
+            b"statm": f(lambda: statm_text(live())),
             b"comm": f(lambda: task().comm + b"\n", 0o644),
             b"mounts": f(lambda: vfs.mounts_text()),
             b"mountinfo": f(lambda: vfs.mountinfo_text()),

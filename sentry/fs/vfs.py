@@ -12,8 +12,10 @@ for; more than 40 links is ELOOP. Mount points are names in a directory's
 need not contain /proc or /dev.
 
 The mount table: the overlay (or read-only) rootfs at /, a synthesized
-/proc and /sys, a /dev tmpfs with the Sentry's devices, and volumes
-(``mount_volume``: a host directory passed through, hostfs.py).
+/proc and /sys, a /dev tmpfs with the Sentry's devices and a tmpfs at
+/dev/shm, volumes (``mount_volume``: a host directory passed through,
+hostfs.py), and a tmpfs at /tmp when that is safe (``mount_tmp``, after
+the volumes: gVisor's rule).
 
 Permissions: checked as Linux does for the caller's effective ids; root
 (the usual case here) skips every check but the exec bit, so the common
@@ -113,6 +115,7 @@ class VFS:
         self.mount("/proc", ProcFS(self))
         self.mount("/sys", make_sysfs())
         self.mount("/dev", make_devfs())
+        self.mount("/dev/shm", OverlayFS(None, root_mode=0o1777))
 
     # --- mounts ---------------------------------------------------------------
     def mount(self, path: str, fs: FileSystem) -> None:
@@ -152,6 +155,22 @@ class VFS:
         except ValueError:
             fs.host.close()
             raise
+
+    def mount_tmp(self) -> bool:
+        """Mount a tmpfs at /tmp, as gVisor does, unless that would hide
+        something: a volume at /tmp, or a rootfs /tmp that is not an empty
+        directory (its files stay visible, under the overlay). Call it after
+        the volumes. True if the tmpfs was mounted."""
+        if self.root.mounts and b"tmp" in self.root.mounts:
+            return False
+        try:
+            tmp = self.child(self.root, b"tmp", None)
+        except SyscallError:
+            tmp = None  # no /tmp in the rootfs: the mount point need not exist
+        if tmp is not None and (tmp.kind != _DIR or any(True for _ in tmp.readdir(None))):
+            return False
+        self.mount("/tmp", OverlayFS(None, root_mode=0o1777))
+        return True
 
     def close(self) -> None:
         """Save the upper layer (--overlay DIR; a failure is reported on

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import signal as S
+import stat
 import struct
 import sys
 import threading
@@ -21,7 +22,7 @@ import time
 
 from platforms.base import Platform, PlatformError
 from sentry.config import Config
-from sentry.errors import ExecError, GuestExit
+from sentry.errors import ExecError, GuestExit, SyscallError
 from sentry.fs.context import FSContext
 from sentry.fs.fdtable import FDTable
 from sentry.fs.vfs import VFS
@@ -42,6 +43,7 @@ class Kernel:
         self.vfs = VFS(rootfs=config.rootfs, overlay=config.overlay)
         for host, guest, read_only in config.volumes:
             self.vfs.mount_volume(host, guest, read_only)
+        self.vfs.mount_tmp()
         self.rng = random.Random(config.seed)
         self.lock = threading.RLock()
         self._next_pid = 1
@@ -160,7 +162,7 @@ class Kernel:
 
         def setup() -> None:
             try:
-                self.exec_into(task, argv[0], argv, envp)
+                self.exec_into(task, self.find_program(fs, argv[0], envp), argv, envp)
             except ExecError as e:
                 started["error"] = e
                 raise GuestExit(127 << 8)
@@ -176,6 +178,24 @@ class Kernel:
             from sentry import seccomp_self
 
             seccomp_self.install()
+
+    def find_program(self, fs: FSContext, name: bytes, envp: list[bytes]) -> bytes:
+        """execvp's search, inside the sandbox: a ``name`` without '/' is
+        the first executable regular file of that name in the guest's PATH
+        (its environment's, else /usr/local/bin:/usr/bin:/bin); any other
+        name, or one not found, is returned as it is (exec reports it)."""
+        if b"/" in name or not name:
+            return name
+        path = next((e[5:] for e in envp if e.startswith(b"PATH=")), b"/usr/local/bin:/usr/bin:/bin")
+        for d in path.split(b":"):
+            candidate = (d.rstrip(b"/") or b".") + b"/" + name if d else name
+            try:
+                st = self.vfs.lookup(fs, None, candidate).stat()
+            except SyscallError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
+                return candidate
+        return name
 
     def spawn(self, task: Task, setup=None) -> None:
         """Run ``task`` on a new OS thread; ``setup`` runs first, there."""
@@ -338,7 +358,6 @@ ROBUST_LIST_LIMIT = 2048
 def _release_robust_futexes(task: Task) -> None:
     """Mark the robust mutexes a dying thread holds FUTEX_OWNER_DIED and
     wake a waiter of each, walking its robust list as Linux does."""
-    from sentry.errors import SyscallError
     from sentry.syscalls.futex import wake_address
 
     mm = task.mm

@@ -93,6 +93,23 @@ class MemoryFile:
         if _libc.fallocate(self.fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length):
             raise OSError(ctypes.get_errno(), "fallocate(PUNCH_HOLE) on the MemoryFile")
 
+    def resident(self, offset: int, length: int) -> int:
+        """Bytes of ``[offset, offset+length)`` that hold pages (were written
+        and not dropped): the file's data ranges, found with SEEK_DATA and
+        SEEK_HOLE, so nothing is touched or faulted in."""
+        end, pos, total = offset + length, offset, 0
+        while pos < end:
+            try:
+                data = os.lseek(self.fd, pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: no data past pos
+                break
+            if data >= end:
+                break
+            hole = min(os.lseek(self.fd, data, os.SEEK_HOLE), end)
+            total += hole - data
+            pos = hole
+        return total
+
     def copy(self, dst: int, src: int, length: int) -> None:
         self.map.move(dst, src, length)
 

@@ -593,4 +593,9 @@ class MemoryManager:
 
     def usage(self) -> int:
         """Bytes of address space mapped."""
-        return sum(v.end - v.start for v in self._vmas)
+        return sum(v.end - v.start for v in self.vmas())
+
+    def resident(self) -> int:
+        """Bytes of mapped memory that hold pages (a page shared by several
+        VMAs or processes counts in each, as RSS does)."""
+        return sum(self.memory.resident(v.memfd_offset, v.end - v.start) for v in self.vmas())
