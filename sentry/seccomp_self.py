@@ -31,6 +31,7 @@ ALLOWED: tuple[str, ...] = (
     "mmap", "munmap", "mprotect", "mremap", "madvise", "brk", "memfd_create", "fallocate", "ftruncate",
     # files: the rootfs passthrough (read-only), stdio, the overlay's host side, /proc of the host
     "read", "write", "pread64", "pwrite64", "readv", "writev", "preadv", "pwritev", "lseek", "close",
+    "preadv2",  # os.preadv: large guest reads straight into guest memory
     "close_range", "openat", "openat2", "open", "newfstatat", "fstat", "stat", "lstat", "statx", "readlink",
     "readlinkat", "getdents64", "fcntl", "ioctl", "dup", "dup2", "dup3", "pipe2", "pipe", "access",
     "faccessat", "faccessat2", "getcwd", "statfs", "fstatfs", "fadvise64", "sendfile", "copy_file_range",

@@ -2,6 +2,7 @@
 the same answers as native, writes kept in the sandbox, the host untouched."""
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -213,3 +214,19 @@ def test_bad_working_directory_is_one_line(sentry):
     got = sentry.run("/bin/true", options=("--cwd", "/etc/passwd"))
     assert got.returncode == 127
     assert got.stderr == b"sentry: cannot enter working directory /etc/passwd: Not a directory\n"
+
+
+def test_large_reads_go_into_guest_memory_exactly(sentry, cprog, tmp_path):
+    """1 MiB reads of a host file (straight into guest memory) give the
+    host's bytes; a buffer that stops being writable gives a short read
+    (as Linux), one not writable at all EFAULT; a child's read into
+    copy-on-write memory stays its own."""
+    data = tmp_path / "data"
+    data.write_bytes(os.urandom(3 * (1 << 20) + 12345))
+    prog = cprog("direct_read", "static")
+    want = native(prog, str(data))
+    assert want.returncode == 0, want.stderr
+    assert b"read past the mapping: 524288, offset 524288\nread into read-only memory: -1\n" in want.stdout
+    assert b"untouched 1" in want.stdout
+    got = sentry.run(prog, str(data))
+    assert (got.returncode, got.stdout) == (0, want.stdout), got.stderr

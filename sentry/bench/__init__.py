@@ -19,12 +19,13 @@ import argparse
 import pathlib
 import sys
 
-__all__ = ["add_parser", "cmd_bench"]
+__all__ = ["FLOORS", "add_parser", "cmd_bench"]
+
+# The C floors' sources (DEVELOPERS.md's ../shared/floors, beside the checkout).
+FLOORS = pathlib.Path(__file__).resolve().parent.parent.parent.parent / "shared" / "floors"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from sentry.bench.suite import FLOORS
-
     p = sub.add_parser("bench", help="benchmark every platform against native and runsc")
     p.add_argument("--platforms", default="all", metavar="all|P,Q",
                    help="platforms to measure (default: all registered)")

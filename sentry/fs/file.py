@@ -106,6 +106,16 @@ class OpenFile:
         """The last reference is gone: free host resources."""
 
     # --- I/O (defaults: not supported) -----------------------------------
+    def direct_fd(self) -> int | None:
+        """A host fd that holds this file's bytes at the same offsets, so a
+        read can go straight into guest memory (one copy, as natively); None
+        when the bytes live elsewhere (memory, synthesized)."""
+        return None
+
+    def read_into(self, views: list[memoryview], offset: int | None = None) -> int | None:
+        """Only for a file with a ``direct_fd`` (SeekableFile)."""
+        return None
+
     def read(self, length: int) -> bytes:
         raise SyscallError(errno.EINVAL)
 
@@ -172,6 +182,22 @@ class SeekableFile(OpenFile):
             data = self.pread(length, self.offset)
             self.offset += len(data)
         return data
+
+    def read_into(self, views: list[memoryview], offset: int | None = None) -> int | None:
+        """Read into ``views`` (guest memory) from ``offset``, or from the
+        file offset (advancing it) when None, with one host preadv on
+        ``direct_fd``. None: no direct fd (any more): use ``pread``."""
+        with self.lock:
+            fd = self.direct_fd()
+            if fd is None:
+                return None
+            try:
+                n = os.preadv(fd, views, self.offset if offset is None else offset)
+            except OSError as e:
+                raise SyscallError(e.errno) from None
+            if offset is None:
+                self.offset += n
+        return n
 
     def write(self, data: bytes) -> int:
         with self.lock:

@@ -185,6 +185,9 @@ class HostOpenFile(SeekableFile):
     def size(self) -> int:
         return self._fstat().st_size
 
+    def direct_fd(self) -> int | None:
+        return self.hostfd
+
     def pread(self, length: int, offset: int) -> bytes:
         try:
             return os.pread(self.hostfd, length, offset)

@@ -294,6 +294,9 @@ class OvRegularFile(SeekableFile):
         data = self.node.data
         return len(data) if data is not None else self.host_key[3]
 
+    def direct_fd(self) -> int | None:
+        return self.hostfd if self.node.data is None else None
+
     def pread(self, length: int, offset: int) -> bytes:
         data = self.node.data
         if data is not None:

@@ -517,6 +517,28 @@ class MemoryManager:
             self.memory.map[o:o + n] = data[pos:pos + n]
             pos += n
 
+    def writable_views(self, addr: int, length: int) -> list[memoryview]:
+        """Views of the MemoryFile over the writable prefix of guest
+        [addr, addr+length), for the Sentry to fill in place (a host read
+        straight into guest memory: short where the guest's buffer stops
+        being writable, as Linux's read is); copy-on-write is broken first.
+        EFAULT if not even the first byte is writable. The caller releases
+        the views (the MemoryFile cannot close while one is alive)."""
+        end, prefix = min(addr + length, self.max_address), addr
+        while prefix < end:
+            v = self._find(prefix)
+            if v is None or not v.prot & PROT_WRITE:
+                break
+            prefix = min(end, v.end)
+        if prefix == addr:
+            raise SyscallError(errno.EFAULT)
+        self._unshare(addr, prefix - addr)
+        whole = memoryview(self.memory.map)
+        try:
+            return [whole[o:o + n] for o, n in self._chunks(addr, prefix - addr, PROT_WRITE)]
+        finally:
+            whole.release()
+
     def _unshare(self, addr: int, length: int) -> None:
         """Break copy-on-write sharing over a range the Sentry will write."""
         with self.lock:

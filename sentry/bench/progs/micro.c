@@ -5,7 +5,9 @@
  * OP: getppid (raw `syscall`), orc (open/read/close of /etc/passwd, 256 B),
  *     forkexec (fork, execve of this binary, waitpid), mmap (mmap+munmap of
  *     64 KiB anonymous), pipe (1-byte ping-pong between two processes),
- *     thread (pthread_create + pthread_join).
+ *     thread (pthread_create + pthread_join), bigread (1 MiB reads of the
+ *     file named by $MICRO_BIGFILE, from its start again at its end; ns
+ *     per MiB, so native/this is the fraction of native throughput).
  * For each OP: N/10+1 warm-up operations, then RUNS runs of N; prints
  * "OP MEDIAN" in ns per operation. Every result is checked; a failure
  * prints "OP error WHAT" and the exit status is 1. argv[0] must be a path
@@ -103,9 +105,25 @@ static int op_thread(long n) {
     return 0;
 }
 
+static int op_bigread(long n) {
+    static char buf[1 << 20];
+    static int fd = -1;
+    const char *path = getenv("MICRO_BIGFILE");
+    if (fd < 0 && (!path || (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)) return -1;
+    for (long i = 0; i < n; i++) {
+        ssize_t got = read(fd, buf, sizeof buf);
+        if (got == 0) {
+            if (lseek(fd, 0, SEEK_SET)) return -1;
+            got = read(fd, buf, sizeof buf);
+        }
+        if (got != sizeof buf) return -1;
+    }
+    return 0;
+}
+
 static const struct { const char *name; int (*fn)(long); } OPS[] = {
     {"getppid", op_getppid}, {"orc", op_orc}, {"forkexec", op_forkexec},
-    {"mmap", op_mmap}, {"pipe", op_pipe}, {"thread", op_thread},
+    {"mmap", op_mmap}, {"pipe", op_pipe}, {"thread", op_thread}, {"bigread", op_bigread},
 };
 
 static double now_ns(void) {
