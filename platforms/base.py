@@ -22,6 +22,7 @@ thread.
 from __future__ import annotations
 
 import abc
+import contextlib
 import enum
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
@@ -101,6 +102,13 @@ class AddressSpace(abc.ABC):
     def release(self) -> None:
         """Free host resources. The address space is unusable afterwards.
         Idempotent."""
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """A block of map_file/unmap calls that the platform may apply
+        together, in order, by the time the block ends (vmexec: one stub
+        round trip for all). Use it only where no memory the calls unmap is
+        freed inside the block. Default: each call applies at once."""
+        return contextlib.nullcontext()
 
 
 class ArchState:

@@ -216,11 +216,24 @@ __attribute__((naked, noreturn, section(".text.start"))) void _start(void) {
         "mov %[futex], %%eax\n mov %%r12, %%rdi\n mov %[wait], %%esi\n mov %%ebx, %%edx\n"
         "xor %%r10d, %%r10d\n syscall\n jmp 1b\n"
         "2: mov %%eax, %%ebx\n"
-        "mov 8(%%r12), %%rax\n mov 16(%%r12), %%rdi\n mov 24(%%r12), %%rsi\n mov 32(%%r12), %%rdx\n"
+        "mov 8(%%r12), %%rax\n cmp %[batch], %%rax\n je 5f\n"
+        "mov 16(%%r12), %%rdi\n mov 24(%%r12), %%rsi\n mov 32(%%r12), %%rdx\n"
         "mov 40(%%r12), %%r10\n mov 48(%%r12), %%r8\n mov 56(%%r12), %%r9\n"
         "cmp %[clone], %%rax\n je 4f\n"
         "syscall\n"
         "3: mov %%rax, 8(%%r13)\n mov %%ebx, (%%r13)\n jmp 1b\n"
+        /* batch: r14 = the next call, r15 = how many are left */
+        "5: mov 16(%%r12), %%r15\n cmp %[batch_max], %%r15\n ja 7f\n"
+        "lea %c[batch_off](%%r12), %%r14\n"
+        "6: test %%r15, %%r15\n jz 11f\n"
+        "mov (%%r14), %%rax\n mov 8(%%r14), %%rdi\n mov 16(%%r14), %%rsi\n mov 24(%%r14), %%rdx\n"
+        "mov 32(%%r14), %%r10\n mov 40(%%r14), %%r8\n mov 48(%%r14), %%r9\n"
+        "cmp %[clone], %%rax\n je 7f\n"
+        "syscall\n"
+        "cmp $-4095, %%rax\n jae 3b\n"
+        "add $56, %%r14\n dec %%r15\n jmp 6b\n"
+        "11: mov 16(%%r12), %%rax\n jmp 3b\n"
+        "7: mov $-22, %%rax\n jmp 3b\n"
         "4: syscall\n test %%rax, %%rax\n jnz 3b\n"
         /* thread_start: a new stub thread, on the top of its msg page. It
          * must not trust memory until filter B is on: registers only. */
@@ -236,6 +249,7 @@ __attribute__((naked, noreturn, section(".text.start"))) void _start(void) {
           [len] "i"(VMEXEC_TOP - VMEXEC_MBOX - VMEXEC_MBOX_SIZE), [prctl] "i"(__NR_prctl),
           [nnp] "i"(PR_SET_NO_NEW_PRIVS), [seccomp] "i"(__NR_seccomp), [mode] "i"(SECCOMP_SET_MODE_FILTER),
           [mbox] "i"(VMEXEC_MBOX), [futex] "i"(__NR_futex),
-          [wait] "i"(FUTEX_WAIT), [clone] "i"(__NR_clone),
+          [wait] "i"(FUTEX_WAIT), [clone] "i"(__NR_clone), [batch] "i"(VMEXEC_NR_BATCH),
+          [batch_max] "i"(VMEXEC_BATCH_MAX), [batch_off] "i"(VMEXEC_BATCH_OFF),
           [sigaltstack] "i"(__NR_sigaltstack), [exit] "i"(__NR_exit), [exit_group] "i"(__NR_exit_group));
 }

@@ -95,8 +95,53 @@ def test_layout():
     assert ffi.offsetof("struct vmexec_sigcontext", "rip") == 128
     assert ffi.offsetof("struct vmexec_sigcontext", "fpstate") == 184
     assert ffi.sizeof("struct vmexec_siginfo") == 128
+    assert ffi.sizeof("struct vmexec_call") == 56 and lib.VMEXEC_BATCH_OFF >= ffi.sizeof("struct vmexec_cmd")
+    assert lib.VMEXEC_BATCH_OFF + lib.VMEXEC_BATCH_MAX * 56 <= PAGE
     assert lib.VMEXEC_MBOX >= base.Platform.max_user_address
     assert lib.VMEXEC_SLOT_SIZE & (lib.VMEXEC_SLOT_SIZE - 1) == 0
+
+
+# ---- batched mapping calls ----------------------------------------------------
+
+def test_mappings_made_before_the_stub_or_in_a_batch_apply_in_order(plat):
+    """Calls recorded before the stub exists (here: 150 maps, then an unmap
+    and a remap over part of them, so more than one batch) and inside
+    ``batch()`` are all in force, in order, when the guest runs."""
+    values = plat.memory.allocate(200 * PAGE)
+    for i in range(200):
+        plat.memory.write(values + i * PAGE + 8, struct.pack("<Q", 1000 + i))  # LOAD reads DATA+8
+    space, ctx, st = guest(plat, LOAD + bytes.fromhex("0f05"))
+    assert space._stub is None  # nothing was run yet: all recorded
+    for i in range(150):
+        space.map_file(DATA + i * PAGE, values + i * PAGE, PAGE, PROT_READ)
+    space.unmap(DATA, PAGE)
+    space.map_file(DATA, values + 199 * PAGE, PAGE, PROT_READ)  # DATA+8 now reads page 199
+    assert ctx.switch(space, st) == EventKind.SYSCALL and st.regs.rbx == 1199
+    with space.batch():
+        space.unmap(DATA, PAGE)
+        space.map_file(DATA, values + 42 * PAGE, PAGE, PROT_READ)
+        assert space._pending  # not yet run
+    assert not space._pending
+    st.regs.rip = CODE
+    assert ctx.switch(space, st) == EventKind.SYSCALL and st.regs.rbx == 1042
+    with space.batch():
+        space.unmap(DATA, PAGE)
+    st.regs.rip = CODE
+    assert ctx.switch(space, st) == EventKind.SIGNAL  # unmapped: the load faults
+
+
+def test_a_batch_stops_at_the_first_failing_call(plat):
+    space, ctx, st = guest(plat, SYSCALL2)
+    assert ctx.switch(space, st) == EventKind.SYSCALL
+    stub = space.stub()
+    off = plat.memory.allocate(PAGE)
+    bad = (9, DATA, PAGE, PROT_READ, 0x11, 99, 0)  # mmap of a fd the stub does not have
+    with pytest.raises(PlatformError, match="batch of 3"):
+        stub.run_calls([(9, DATA, PAGE, PROT_READ, 0x11, lib.VMEXEC_FD_MEMORY, off), bad,
+                        (9, DATA + PAGE, PAGE, PROT_READ, 0x11, lib.VMEXEC_FD_MEMORY, off)])
+    with pytest.raises(PlatformError, match="batch of 1"):
+        stub.run_calls([(56, lib.VMEXEC_CLONE_FLAGS, 0, 0, 0, 0, 0)])  # clone is never batched
+    space.map_file(DATA + 2 * PAGE, off, PAGE, PROT_READ)  # the stub still serves commands
 
 
 # ---- events and registers -----------------------------------------------------

@@ -22,12 +22,13 @@ tids).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 from stub._native import ffi, lib
 
@@ -36,6 +37,13 @@ from platforms.base import PROT_EXEC, PROT_READ, AddressSpace, PlatformError
 _NR_MMAP, _NR_MPROTECT, _NR_MUNMAP, _NR_CLONE = 9, 10, 11, 56
 _MAP_SHARED, _MAP_FIXED = 0x01, 0x10
 _SLOT = lib.VMEXEC_SLOT_SIZE
+
+
+def _mmap_call(addr: int, offset: int, length: int, prot: int) -> tuple[int, ...]:
+    """The stub's mmap of MemoryFile[offset:offset+length] at addr."""
+    if prot & PROT_EXEC:
+        prot |= PROT_READ
+    return (_NR_MMAP, addr, length, prot, _MAP_SHARED | _MAP_FIXED, lib.VMEXEC_FD_MEMORY, offset)
 
 
 def _fail(what: str, result: int) -> PlatformError:
@@ -82,6 +90,8 @@ class StubProcess:
         self._global = global_page
         self._cmd = ffi.cast("struct vmexec_cmd *", self._mbox_ptr)
         self._res = ffi.cast("struct vmexec_result *", self._mbox_ptr + 4096)
+        calls = ffi.cast("struct vmexec_call *", self._mbox_ptr + lib.VMEXEC_BATCH_OFF)
+        self._calls = [calls[i] for i in range(lib.VMEXEC_BATCH_MAX)]
         self._ret = ffi.new("long *")
         self.lock = threading.Lock()
         # Guarded by lock.
@@ -116,10 +126,8 @@ class StubProcess:
         return self._ret[0]
 
     def map_file(self, addr: int, offset: int, length: int, prot: int) -> None:
-        if prot & PROT_EXEC:
-            prot |= PROT_READ
         with self.lock:
-            r = self._command(_NR_MMAP, addr, length, prot, _MAP_SHARED | _MAP_FIXED, lib.VMEXEC_FD_MEMORY, offset)
+            r = self._command(*_mmap_call(addr, offset, length, prot))
         if r != addr:
             raise _fail(f"mmap {addr:#x}+{length:#x}", r if r < 0 else -errno.EFAULT)
 
@@ -128,6 +136,19 @@ class StubProcess:
             r = self._command(_NR_MUNMAP, addr, length)
         if r < 0:
             raise _fail(f"munmap {addr:#x}+{length:#x}", r)
+
+    def run_calls(self, calls: list[tuple[int, ...]]) -> None:
+        """Run mmap/munmap calls in order in the control thread, up to
+        VMEXEC_BATCH_MAX per round trip (vmexec.h: a batch)."""
+        with self.lock:
+            for first in range(0, len(calls), lib.VMEXEC_BATCH_MAX):
+                chunk = calls[first:first + lib.VMEXEC_BATCH_MAX]
+                for slot, (nr, *args) in zip(self._calls, chunk):
+                    slot.nr = nr
+                    slot.args = args + [0] * (6 - len(args))
+                r = self._command(lib.VMEXEC_NR_BATCH, len(chunk))
+                if r != len(chunk):
+                    raise _fail(f"a batch of {len(chunk)} mapping calls", r if r < 0 else -errno.EFAULT)
 
     # ---- threads ----------------------------------------------------------
 
@@ -262,35 +283,70 @@ class StubProcess:
 
 
 class VmexecAddressSpace(AddressSpace):
+    """Mapping calls made before the stub is taken (nothing can run in the
+    address space yet: a fresh exec or fork child) or inside ``batch`` are
+    recorded and run in one batch: when the stub is taken, or the batch
+    ends. All of them are ordered by ``lock``."""
+
     def __init__(self, take_stub: Callable[[], StubProcess], give_back: Callable[[StubProcess], None]):
         self._take_stub = take_stub
         self._give_back = give_back
         self.lock = threading.Lock()
-        self._stub: StubProcess | None = None  # guarded by lock; set once
+        # Guarded by lock: the stub (set once), calls not yet run, open batches.
+        self._stub: StubProcess | None = None
+        self._pending: list[tuple[int, ...]] = []
+        self._batches = 0
         self.released = False
 
     def stub(self) -> StubProcess:
-        """The stub process, started (taken from the reserve) on first use."""
+        """The stub process, started (taken from the reserve) on first use,
+        with every call recorded so far run in it."""
         s = self._stub
         if s is None:
             with self.lock:
                 if self.released:
                     raise PlatformError("vmexec: address space used after release")
                 if self._stub is None:
-                    self._stub = self._take_stub()
+                    s = self._take_stub()
+                    self._stub = s
+                    pending, self._pending = self._pending, []
+                    s.run_calls(pending)
                 s = self._stub
         return s
+
+    def _call(self, call: tuple[int, ...], run: Callable[[StubProcess], None]) -> None:
+        with self.lock:
+            if self.released:
+                raise PlatformError("vmexec: address space used after release")
+            if self._stub is None or self._batches:
+                self._pending.append(call)
+            else:
+                run(self._stub)
+
+    def map_file(self, addr: int, offset: int, length: int, prot: int) -> None:
+        self._call(_mmap_call(addr, offset, length, prot), lambda s: s.map_file(addr, offset, length, prot))
+
+    def unmap(self, addr: int, length: int) -> None:
+        if self._stub is None and not self._pending:
+            return  # nothing is mapped yet
+        self._call((_NR_MUNMAP, addr, length), lambda s: s.unmap(addr, length))
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        with self.lock:
+            self._batches += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self._batches -= 1
+                if not self._batches and self._stub is not None and self._pending:
+                    pending, self._pending = self._pending, []
+                    self._stub.run_calls(pending)
 
     @property
     def pid(self) -> int:
         return self.stub().pid
-
-    def map_file(self, addr: int, offset: int, length: int, prot: int) -> None:
-        self.stub().map_file(addr, offset, length, prot)
-
-    def unmap(self, addr: int, length: int) -> None:
-        if self._stub is not None:  # else nothing is mapped
-            self._stub.unmap(addr, length)
 
     def release(self) -> None:
         with self.lock:

@@ -252,7 +252,7 @@ class MemoryManager:
     def fork(self) -> "MemoryManager":
         """A copy-on-write copy of this address space, with no platform
         address space yet: the child's own thread calls ``activate``."""
-        with self.lock, COW_LOCK:
+        with self.lock, COW_LOCK, self.space.batch():
             child = MemoryManager(self.memory, None, self.cache, self.min_address, self.max_address)
             for name in ("mmap_base", "brk_start", "brk", "arg_start", "arg_end", "env_start", "env_end", "stack_top"):
                 setattr(child, name, getattr(self, name))
@@ -270,7 +270,7 @@ class MemoryManager:
     def activate(self, space: AddressSpace) -> None:
         """Give a forked mm its platform address space, mapping every VMA
         (from the thread that will run the child)."""
-        with self.lock:
+        with self.lock, space.batch():
             self.space = space
             for v in self._vmas:
                 space.map_file(v.start, v.memfd_offset, v.end - v.start, v.host_prot)

@@ -68,6 +68,17 @@ struct vmexec_cmd {
     uint64_t nr, args[6];
     uint64_t ss_sp, ss_flags, ss_size; /* stack_t for the next clone'd thread */
 };
+/* A batch: cmd.nr = VMEXEC_NR_BATCH (no system call has that number) and
+ * cmd.args[0] = n runs the n calls at VMEXEC_BATCH_OFF of the command page
+ * in order (mmap, munmap, mprotect: clone is refused), stopping at the
+ * first that fails; ret = n when all succeeded, else that call's -errno.
+ * One doorbell for a whole address space's mappings. */
+#define VMEXEC_NR_BATCH 0x10000
+#define VMEXEC_BATCH_OFF 128
+#define VMEXEC_BATCH_MAX 64
+struct vmexec_call {
+    uint64_t nr, args[6];
+};
 /* The control thread's answers (result page). */
 struct vmexec_result {
     uint32_t seq; /* futex: = cmd.seq once that command is done */
@@ -151,6 +162,8 @@ static inline uint32_t vmexec_spin(struct vmexec_global *g, struct vmexec_msg *m
 
 _Static_assert(offsetof(struct vmexec_cmd, ss_sp) == 64, "vmexec_cmd layout");
 _Static_assert(sizeof(struct vmexec_result) == 16, "vmexec_result layout");
+_Static_assert(sizeof(struct vmexec_call) == 56 && sizeof(struct vmexec_cmd) <= VMEXEC_BATCH_OFF &&
+               VMEXEC_BATCH_OFF + VMEXEC_BATCH_MAX * sizeof(struct vmexec_call) <= 4096, "vmexec batch layout");
 _Static_assert(offsetof(struct vmexec_msg, uc) == 16 && offsetof(struct vmexec_msg, cmd) == 48,
                "vmexec_msg layout");
 
