@@ -28,11 +28,10 @@ import threading
 from sentry.errors import SyscallError
 from sentry.fs.file import O_ACCMODE, O_RDONLY, O_TRUNC, DirFile, SeekableFile
 from sentry.fs.hostroot import HostRoot
-from sentry.fs.node import DirMoves, FileSystem, Node, dtype_of, err
+from sentry.fs.node import RENAME_EXCHANGE, DirMoves, FileSystem, Node, check_rename, dtype_of, err
 from sentry.fs.pipe import Pipe, open_end
 
 V9FS_MAGIC = 0x01021997  # what gVisor shows for its gofer mounts
-RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 _SUID_SGID = S.S_ISUID | S.S_ISGID
 
 
@@ -334,11 +333,7 @@ class HostDir(HostNode):
             DirMoves.count += 1
 
     def rename(self, old, newdir, new, flags):
-        if newdir.fs is not self.fs:
-            raise err(errno.EXDEV)
-        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == RENAME_NOREPLACE | RENAME_EXCHANGE:
-            raise err(errno.EINVAL)
-        self.fs.check_writable()
+        check_rename(self, newdir, flags)
         with self.fs.lock:
             src = self.lookup(old, None)
             if self._busy(old) or newdir._busy(new) or src.mounts:

@@ -125,6 +125,20 @@ def err(code: int) -> SyscallError:
     return SyscallError(code)
 
 
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+
+
+def check_rename(olddir: Node, newdir: Node, flags: int) -> None:
+    """The checks every file system's rename makes before it looks at names:
+    both directories on one file system (else EXDEV), flags known and not
+    contradictory (else EINVAL), the file system writable (else EROFS)."""
+    if newdir.fs is not olddir.fs:
+        raise err(errno.EXDEV)
+    if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == RENAME_NOREPLACE | RENAME_EXCHANGE:
+        raise err(errno.EINVAL)
+    olddir.fs.check_writable()
+
+
 class Node:
     """Base of every inode. Subclasses override what they support.
 

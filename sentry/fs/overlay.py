@@ -34,12 +34,9 @@ import threading
 from sentry.errors import SyscallError
 from sentry.fs.file import O_ACCMODE, O_NONBLOCK, O_RDONLY, O_TRUNC, O_WRONLY, DirFile, SeekableFile
 from sentry.fs.hostroot import HostRoot
-from sentry.fs.node import BLKSIZE, DirMoves, FileSystem, Node, Stat, dtype_of, err
+from sentry.fs.node import BLKSIZE, RENAME_EXCHANGE, RENAME_NOREPLACE, DirMoves, FileSystem, Node, Stat, check_rename, dtype_of, err
 from sentry.fs.pipe import Pipe, open_end
 
-RENAME_NOREPLACE = 1
-RENAME_EXCHANGE = 2
-RENAME_WHITEOUT = 4
 OVERLAYFS_SUPER_MAGIC = 0x794C7630
 NAME_MAX = 255
 _ABSENT_MAX = 4096
@@ -515,11 +512,7 @@ class OvDir(OvNode):
             node.own_meta().st_nlink = 0
 
     def rename(self, old, newdir, new, flags):
-        if newdir.fs is not self.fs:
-            raise err(errno.EXDEV)
-        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == RENAME_NOREPLACE | RENAME_EXCHANGE:
-            raise err(errno.EINVAL)
-        self.fs.check_writable()
+        check_rename(self, newdir, flags)
         with self.fs.lock:
             src = self.lookup(old, None)
             try:

@@ -109,9 +109,7 @@ class ConnSocket(Socket):
                 raise SyscallError(errno.EPIPE)
             if self.state != CONNECTED:
                 raise SyscallError(errno.ENOTCONN)
-            if self.error:
-                err, self.error = self.error, 0
-                raise SyscallError(err)
+            self.raise_pending_error()
             peer = self.peer
             assert peer is not None
             room = self._room()
@@ -134,12 +132,7 @@ class ConnSocket(Socket):
             if self.state != CONNECTED:
                 raise SyscallError(errno.EINVAL if self.family.domain == AF_UNIX and self.state == LISTEN else errno.ENOTCONN)
             if not self.rx:
-                if self.error:
-                    err, self.error = self.error, 0
-                    raise SyscallError(err)
-                if self.shut_rd:
-                    return Received(b"")
-                raise WouldBlock(lambda: bool(self.rx) or self.shut_rd or bool(self.error), self)
+                return self.nothing_queued()
             got = self._take_seqpacket(length, flags) if self.stype == SOCK_SEQPACKET else self._take_stream(length, flags)
             peer = self.peer
         if peer is not None and not flags & MSG_PEEK:

@@ -66,9 +66,7 @@ class DgramSocket(Socket):
         with self.stack.lock:
             if self.shut_wr:
                 raise SyscallError(errno.EPIPE)
-            if self.error:
-                err, self.error = self.error, 0
-                raise SyscallError(err)
+            self.raise_pending_error()
             if where is None:
                 where = self.peer_dest
                 if where is None:
@@ -107,12 +105,7 @@ class DgramSocket(Socket):
     def recv(self, length, flags):
         with self.stack.lock:
             if not self.rx:
-                if self.error:
-                    err, self.error = self.error, 0
-                    raise SyscallError(err)
-                if self.shut_rd:
-                    return Received(b"")
-                raise WouldBlock(lambda: bool(self.rx) or self.shut_rd or bool(self.error), self)
+                return self.nothing_queued()
             m = self.rx[0]
             if not flags & MSG_PEEK:
                 self.rx.popleft()

@@ -359,6 +359,21 @@ class Socket(OpenFile):
         return [], []
 
     # --- helpers for subclasses (caller holds stack.lock) ---------------
+    def raise_pending_error(self) -> None:
+        """Raise (and clear) the pending SO_ERROR, if there is one."""
+        if self.error:
+            err, self.error = self.error, 0
+            raise SyscallError(err)
+
+    def nothing_queued(self) -> Received:
+        """What a receive on an empty queue gets: the pending error, end of
+        file once shut down for reading, or else WouldBlock until one of
+        those or data arrives."""
+        self.raise_pending_error()
+        if self.shut_rd:
+            return Received(b"")
+        raise WouldBlock(lambda: bool(self.rx) or self.shut_rd or bool(self.error), self)
+
     def queue(self, msg: Message) -> None:
         self.rx.append(msg)
         self.rx_bytes += len(msg.data)

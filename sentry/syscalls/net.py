@@ -362,13 +362,15 @@ def sys_sendmsg(t: Task, fd: int, msg: int, flags: int) -> int:
     return _sendmsg(t, _sock(t, fd), msg, s32(flags))
 
 
-def sys_sendmmsg(t: Task, fd: int, vec: int, vlen: int, flags: int) -> int:
-    sock = _sock(t, fd)
+def _each_mmsghdr(t: Task, vec: int, vlen: int, transfer: Callable[[int, int], int]) -> int:
+    """sendmmsg/recvmmsg: ``transfer(hdr, done)`` for each mmsghdr of the
+    vector in turn, storing its msg_len; an error after the first message
+    ends the batch with the count so far, as Linux does."""
     done = 0
     for i in range(min(s32(vlen) & 0xFFFFFFFF, MAX_IOV)):
         hdr = vec + i * _MMSGHDR_SIZE
         try:
-            n = _sendmsg(t, sock, hdr, s32(flags))
+            n = transfer(hdr, done)
         except SyscallError:
             if done:
                 return done
@@ -376,6 +378,11 @@ def sys_sendmmsg(t: Task, fd: int, vec: int, vlen: int, flags: int) -> int:
         t.mm.write_u32(hdr + _MSGHDR.size, n)
         done += 1
     return done
+
+
+def sys_sendmmsg(t: Task, fd: int, vec: int, vlen: int, flags: int) -> int:
+    sock = _sock(t, fd)
+    return _each_mmsghdr(t, vec, vlen, lambda hdr, done: _sendmsg(t, sock, hdr, s32(flags)))
 
 
 # --- receiving -------------------------------------------------------------------
@@ -475,18 +482,8 @@ def sys_recvmsg(t: Task, fd: int, msg: int, flags: int) -> int:
 def sys_recvmmsg(t: Task, fd: int, vec: int, vlen: int, flags: int, timeout: int) -> int:
     sock = _sock(t, fd)
     flags = s32(flags)
-    done = 0
-    for i in range(min(s32(vlen) & 0xFFFFFFFF, MAX_IOV)):
-        hdr = vec + i * _MMSGHDR_SIZE
-        try:
-            n = _recvmsg(t, sock, hdr, flags | (MSG_DONTWAIT if done and flags & MSG_WAITFORONE else 0))
-        except SyscallError:
-            if done:
-                return done
-            raise
-        t.mm.write_u32(hdr + _MSGHDR.size, n)
-        done += 1
-    return done
+    return _each_mmsghdr(t, vec, vlen, lambda hdr, done: _recvmsg(
+        t, sock, hdr, flags | (MSG_DONTWAIT if done and flags & MSG_WAITFORONE else 0)))
 
 
 SockAddr = Struct("sockaddr")
