@@ -17,6 +17,7 @@ from typing import Callable
 from loader import elf
 from platforms.base import PROT_EXEC, PROT_READ, PROT_WRITE
 from sentry.errors import ExecError, SyscallError
+from sentry.kernel.cputime import CLK_TCK
 from sentry.mm.mm import MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MemoryManager, page_down, page_up
 
 PAGE = 4096
@@ -168,7 +169,7 @@ def load(mm: MemoryManager, open_exec: Callable[[bytes], tuple[object, str]], pa
         (AT_BASE, interp_base), (AT_FLAGS, 0), (AT_ENTRY, image.entry + bias),
         (AT_UID, creds.uid), (AT_EUID, creds.euid), (AT_GID, creds.gid), (AT_EGID, creds.egid),
         (AT_SECURE, 0), (AT_HWCAP, _HOST_AUXV.get(AT_HWCAP, 0)), (AT_HWCAP2, _HOST_AUXV.get(AT_HWCAP2, 0) & ~HWCAP2_FSGSBASE),
-        (AT_CLKTCK, 100), (AT_MINSIGSTKSZ, _HOST_AUXV.get(AT_MINSIGSTKSZ, 2048)),
+        (AT_CLKTCK, CLK_TCK), (AT_MINSIGSTKSZ, _HOST_AUXV.get(AT_MINSIGSTKSZ, 2048)),
     ]
     sp = _build_stack(mm, stack_top, argv, envp, auxv, execfn, rng)
     return Image(entry, sp, abs_path, argv)

@@ -68,7 +68,7 @@ def test_python_subprocess_threads_and_pool(sentry):
     assert got.stdout == want.stdout
 
 
-@pytest.mark.parametrize("name", ["forkcow", "threads", "signals", "stopcont", "robust"])
+@pytest.mark.parametrize("name", ["forkcow", "threads", "signals", "stopcont", "robust", "cputime"])
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_c_processes(sentry, cprog, name, mode):
     prog = cprog(name, mode)
@@ -77,6 +77,14 @@ def test_c_processes(sentry, cprog, name, mode):
     got = sentry.run(prog)
     assert got.stdout == want.stdout, got.stderr
     assert got.returncode == 0
+
+
+def test_system_time_counts_the_sentry_handling_calls(sentry, cprog):
+    """The Sentry's work on a guest's calls is the guest's system time
+    (natively 5000 getppid calls may round to zero ticks)."""
+    got = sentry.run(cprog("cputime", "static"), "calls")
+    assert got.returncode == 0, got.stderr
+    assert int(got.stdout) > 0
 
 
 def test_fork_copies_nothing_until_written(sentry, cprog):

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from sentry.errors import SyscallError
 from sentry.fs.node import Node, err
 from sentry.fs.synth import PROC_SUPER_MAGIC, SynthDir, SynthFile, SynthFS, SynthLink
+from sentry.kernel.cputime import CLK_TCK, group_times
 
 if TYPE_CHECKING:
     from sentry.fs.vfs import VFS
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 UTS_RELEASE = b"6.1.0-sentry"
 UTS_VERSION = b"#1 SMP Sentry"
 HOSTNAME = b"sentry"
-CLK_TCK = 100  # USER_HZ, as AT_CLKTCK tells the guest
 PAGE = 4096
 FILESYSTEMS = b"nodev\tproc\nnodev\ttmpfs\nnodev\toverlay\nnodev\tsysfs\nnodev\tdevtmpfs\nnodev\tpipefs\n"
 
@@ -143,7 +143,7 @@ def status_text(group: "ThreadGroup") -> bytes:
 
 
 def stat_text(group: "ThreadGroup") -> bytes:
-    """/proc/PID/stat: the 52 fields ps and top read (times are zero)."""
+    """/proc/PID/stat: the 52 fields ps and top read (fault counts zero)."""
     t = _main_task(group)
     ppid = group.parent.pid if group.parent is not None else 0
     mm = t.mm
@@ -152,7 +152,8 @@ def stat_text(group: "ThreadGroup") -> bytes:
     size, rss = _memory_sizes(group)
     fields = ([group.pid, f"({t.comm.decode(errors='replace')})", "R", ppid, group.pgid, group.sid,
                0, -1, 0x400000]  # tty_nr, tpgid, flags (PF_FORKNOEXEC)
-              + [0] * 8  # faults, utime, stime, cutime, cstime
+              + [0] * 4  # minflt, cminflt, majflt, cmajflt
+              + [*group_times(group).ticks(), *group.children_times.ticks()]  # utime stime cutime cstime
               + [20, 0, len(group.tasks), 0, start_ticks, size, rss // PAGE, (1 << 64) - 1]  # prio .. rsslim
               + [0] * 19  # code/stack addresses, signals, wchan, exit_signal, cpu, policy...
               + [0, 0, 0, *a, 0])  # data, brk, arg/env ranges, exit code

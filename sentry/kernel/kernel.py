@@ -27,6 +27,7 @@ from sentry.fs.context import FSContext
 from sentry.fs.fdtable import FDTable
 from sentry.fs.vfs import VFS
 from sentry.kernel import signals
+from sentry.kernel.cputime import fold_exited_task
 from sentry.kernel.task import Task, ThreadGroup, killed_status
 from sentry.mm.memfile import MemoryFile
 from sentry.mm.mm import MemoryManager
@@ -261,6 +262,7 @@ class Kernel:
         group = task.group
         with self.lock:
             task.exited = True
+            fold_exited_task(task)
             group.tasks.remove(task)
             last = not group.tasks
             if last and group.exit_status is None:

@@ -12,6 +12,8 @@ import signal as _signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from sentry.kernel.cputime import CpuTimes
+
 if TYPE_CHECKING:
     from platforms.base import ArchState, Context
     from sentry.fs.fdtable import FDTable
@@ -83,6 +85,8 @@ class ThreadGroup:
         self.signal_listeners: list = []  # called after a signal becomes pending (signalfd readiness)
         self.rlimits: dict[int, tuple[int, int]] = dict(parent.rlimits) if parent else {}
         self.start_ns = 0
+        self.exited_times = CpuTimes()  # of its exited tasks (sentry.kernel.cputime)
+        self.children_times = CpuTimes()  # of the children it reaped, and theirs
 
 
 class Task:
@@ -111,6 +115,8 @@ class Task:
         self.vfork_parent: "Task | None" = None  # released at exec or exit
         self.vfork_done = False
         self.exited = False
+        self.user_ns = 0  # in the guest, and in switch (sentry.kernel.cputime)
+        self.sys_ns = 0  # in the Sentry, not parked
 
     def signal_pending(self) -> bool:
         """A signal is deliverable now (or the process is exiting)."""

@@ -134,7 +134,11 @@ def wait_until(task: "Task", queues: Iterable[WaitQueue], ready: Callable[[], bo
                 raise SyscallError(ERESTARTSYS)
         if timeout_ns is not None:
             timeout_ns -= SPIN_NS
-    return LOOP.run(_wait, task, list(queues), ready, timeout_ns, interruptible)
+    parked = time.perf_counter_ns()
+    try:
+        return LOOP.run(_wait, task, list(queues), ready, timeout_ns, interruptible)
+    finally:
+        task.sys_ns -= time.perf_counter_ns() - parked  # not running (sentry.kernel.cputime)
 
 
 async def _wait(task: "Task", queues: list[WaitQueue], ready, timeout_ns, interruptible) -> bool:
@@ -179,7 +183,9 @@ def sleep(task: "Task", ns: int) -> None:
     Sleeps shorter than the hop into the trio loop happen on the task's own
     thread (a signal then waits for the end of that sleep)."""
     if ns <= SHORT_SLEEP_NS:
+        parked = time.perf_counter_ns()
         time.sleep(max(ns, 0) / 1e9)
+        task.sys_ns -= time.perf_counter_ns() - parked
         return
     try:
         wait_until(task, (), lambda: False, ns)

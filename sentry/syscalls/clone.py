@@ -12,6 +12,7 @@ import struct
 import time
 
 from sentry.errors import SyscallError
+from sentry.kernel.cputime import fold_reaped_child, group_times
 from sentry.kernel.task import Task, ThreadGroup
 from sentry.kernel.wait import wait_until
 from sentry.syscalls.spec import Flags, Hex, Int, Ptr, Size, Struct, entries, partial, s32, supported
@@ -206,7 +207,14 @@ def _reap(t: Task, child: ThreadGroup) -> None:
     with t.kernel.lock:
         if child in t.group.children:
             t.group.children.remove(child)
+            fold_reaped_child(t.group, child)
         t.kernel.groups.pop(child.pid, None)
+
+
+def _copy_out_rusage(t: Task, addr: int, child: ThreadGroup) -> None:
+    """The rusage wait4 and waitid report: the child's times and those of
+    the children it reaped."""
+    t.mm.copy_out(addr, (group_times(child) + child.children_times).rusage())
 
 
 def sys_wait4(t: Task, pid: int, status_addr: int, options: int, rusage: int) -> int:
@@ -226,7 +234,7 @@ def sys_wait4(t: Task, pid: int, status_addr: int, options: int, rusage: int) ->
     if status_addr:
         t.mm.write_u32(status_addr, status)
     if rusage:
-        t.mm.copy_out(rusage, bytes(144))
+        _copy_out_rusage(t, rusage, child)
     if child.zombie:
         _reap(t, child)
     return child.pid
@@ -254,6 +262,8 @@ def sys_waitid(t: Task, idtype: int, ident: int, infop: int, options: int, rusag
             else:
                 code, value = sig.CLD_EXITED, (status >> 8) & 0xFF
             t.mm.copy_out(infop, sig.siginfo(S.SIGCHLD, code, pid=child.pid, uid=child.creds.uid, status=value))
+    if rusage and got is not None:
+        _copy_out_rusage(t, rusage, got[0])
     if got is not None and got[0].zombie and not options & WNOWAIT:
         _reap(t, got[0])
     return 0
@@ -267,6 +277,6 @@ ENTRIES = entries(
     partial("clone3", sys_clone3, args=(Struct("clone_args"), Size), note="no set_tid, no pidfd"),
     supported("fork", sys_fork),
     supported("vfork", sys_vfork),
-    partial("wait4", sys_wait4, args=(Int, Ptr, Flags(WAIT_NAMES), Ptr), note="rusage is zero"),
+    supported("wait4", sys_wait4, args=(Int, Ptr, Flags(WAIT_NAMES), Ptr)),
     supported("waitid", sys_waitid, args=(Int, Int, Ptr, Flags(WAIT_NAMES), Ptr)),
 )

@@ -5,9 +5,11 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import time
 
 from sentry.config import Config
 from sentry.errors import ExecError, GuestExit, SyscallError
+from sentry.kernel import cputime
 from sentry.kernel.task import Task
 from sentry.syscalls.spec import (FD, Argv, Enum, Hex, Int, Path, Ptr, Size, Struct, entries, error, partial, s32,
                                   supported)
@@ -366,21 +368,23 @@ def sys_sched_getscheduler(t: Task, pid: int) -> int:
 
 def sys_getrusage(t: Task, who: int, addr: int) -> int:
     who = s32(who)
-    if who not in (0, -1, 1):
+    if who == cputime.RUSAGE_SELF:
+        usage = cputime.group_times(t.group)
+    elif who == cputime.RUSAGE_CHILDREN:
+        usage = t.group.children_times
+    elif who == cputime.RUSAGE_THREAD:
+        usage = cputime.task_times(t)
+    else:
         raise SyscallError(errno.EINVAL)
-    r = __import__("resource").getrusage(0)
-    sec = lambda v: (int(v), int((v - int(v)) * 1e6))  # noqa: E731
-    t.mm.copy_out(addr, struct.pack("<4q14q", *sec(r.ru_utime), *sec(r.ru_stime), r.ru_maxrss,
-                                    *([0] * 13)))
+    t.mm.copy_out(addr, usage.rusage())
     return 0
 
 
 def sys_times(t: Task, addr: int) -> int:
-    times = os.times()
-    hz = 100
     if addr:
-        t.mm.copy_out(addr, struct.pack("<4q", int(times.user * hz), int(times.system * hz), 0, 0))
-    return int(times.elapsed * hz) & 0x7FFF_FFFF_FFFF_FFFF
+        own, children = cputime.group_times(t.group), t.group.children_times
+        t.mm.copy_out(addr, struct.pack("<4q", *own.ticks(), *children.ticks()))
+    return time.monotonic_ns() // (1_000_000_000 // cputime.CLK_TCK) & 0x7FFF_FFFF_FFFF_FFFF
 
 
 ARCH_PRCTL_CODES = {0x1001: "ARCH_SET_GS", 0x1002: "ARCH_SET_FS", 0x1003: "ARCH_GET_FS", 0x1004: "ARCH_GET_GS"}
