@@ -3,6 +3,9 @@ import sys
 
 
 def main() -> None:
+    from sentry.fs.stdio import plug_closed_stdio
+
+    plug_closed_stdio()
     from sentry.cli import main as cli_main
 
     status = cli_main()
@@ -16,7 +19,8 @@ def main() -> None:
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # None: the fd was closed when Python started
+                stream.flush()
         except (OSError, ValueError):
             if status == 0:
                 status = 120  # as Python does when stdout cannot be flushed at exit

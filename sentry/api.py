@@ -25,7 +25,9 @@ runs, in threads or trio tasks, never share guest state. ``policy``: a
 
 Guest stdio: ``INHERIT`` (the caller's 0/1/2), ``DEVNULL``, ``PIPE`` (a
 file object on ``Process``), bytes (stdin only: fed by a thread), or a
-host fd / object with ``fileno()``. ``run`` captures stdout and stderr.
+host fd / object with ``fileno()`` (-1: the guest starts with that fd
+closed, as INHERIT of a closed fd does). ``run`` captures stdout and
+stderr.
 
 Lifetime: a reaper thread per ``Process`` waits for init's exit, then
 tears the kernel down and closes the pipes' write ends, so reading
@@ -238,7 +240,9 @@ class Process:
         for guest_fd, spec in enumerate(stdio):
             reading = guest_fd == 0  # the guest reads stdin, writes the others
             if spec == INHERIT or spec is None:
-                out.append(guest_fd)
+                from sentry.fs.stdio import is_open_stdio
+
+                out.append(guest_fd if is_open_stdio(guest_fd) else -1)  # closed: closed in the guest too
             elif spec == DEVNULL:
                 fd = os.open(os.devnull, os.O_RDONLY if reading else os.O_WRONLY)
                 self._close_after.append(fd)

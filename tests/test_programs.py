@@ -3,6 +3,7 @@ available platform."""
 from __future__ import annotations
 
 import shutil
+import sys
 
 import pytest
 
@@ -102,3 +103,19 @@ def test_sqlite_wal_between_processes(sentry, tmp_path):
               "print(other, db.execute('select x from t').fetchone()[0])\n")
     got = sentry.run("/usr/bin/python3.11", "-c", script)
     assert (got.returncode, got.stdout) == (0, b"42 42\n"), got.stderr
+
+
+@pytest.mark.parametrize("closed", ["<&-", ">&-"])
+def test_closed_stdio_stays_closed_in_the_guest(sentry, closed):
+    """A stdio fd closed on the host is closed in the guest (EBADF, as
+    natively), never filled by one of the Sentry's own fds (the MemoryFile
+    would land there and hand the guest all of guest memory)."""
+    script = "/bin/cat; echo cat=$? >&2; ls -l /proc/self/fd/ >&2"
+    want = native("/bin/bash", "-c", f"/bin/sh -c '{script}' {closed}")
+    cmd = " ".join([sys.executable, "-m", "sentry", "run", "--platform", sentry.platform, "--",
+                    "/bin/sh", "-c", f"'{script}'"])
+    got = native("/bin/bash", "-c", f"{cmd} {closed}; echo rc=$? >&2")
+    assert b"memfd" not in got.stderr and b"Traceback" not in got.stderr, got.stderr
+    assert b"cat=1" in got.stderr and b"cat=1" in want.stderr, (got.stderr, want.stderr)
+    assert b"Bad file descriptor" in got.stderr
+    assert got.stderr.endswith(b"rc=0\n")

@@ -32,12 +32,13 @@ class FDTable:
     @classmethod
     def stdio(cls, host_fds: tuple[int, int, int] = (0, 1, 2)) -> "FDTable":
         """A table whose 0, 1, 2 pass through to the host's stdio (or to
-        the borrowed host fds ``host_fds``)."""
+        the borrowed host fds ``host_fds``; -1: that fd starts closed)."""
         from sentry.fs.stdio import stdio_files
 
         table = cls()
         for fd, f in enumerate(stdio_files(host_fds)):
-            table._files[fd] = f
+            if f is not None:
+                table._files[fd] = f
         return table
 
     def get(self, fd: int) -> OpenFile:

@@ -193,16 +193,56 @@ class StdioNode(Node):
         return HostPassthrough(self, path, flags, self.hostfd, owned=False)
 
 
-def stdio_files(host_fds: tuple[int, int, int] = (0, 1, 2)) -> list[HostPassthrough]:
+# The Sentry's fds 0-2 that were closed when it started (plug_closed_stdio).
+CLOSED_AT_START: frozenset[int] = frozenset()
+
+
+def plug_closed_stdio() -> None:
+    """Call first thing in a process that runs sandboxes on its own stdio:
+    any of fds 0-2 that is closed gets /dev/null, so no fd the Sentry opens
+    later (the MemoryFile above all) can land there and be handed to the
+    guest as its stdio; the guest still finds those fds closed (EBADF), as
+    it would natively (``is_open_stdio``)."""
+    global CLOSED_AT_START
+    closed = set()
+    for fd in (0, 1, 2):
+        try:
+            fcntl.fcntl(fd, fcntl.F_GETFD)
+        except OSError:
+            closed.add(fd)
+            plug = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd itself
+            if plug != fd:
+                os.dup2(plug, fd)
+                os.close(plug)
+    CLOSED_AT_START = frozenset(closed)
+
+
+def is_open_stdio(fd: int) -> bool:
+    """Host ``fd`` (0-2 inherited by the guest) was open when the Sentry
+    started and is open now."""
+    if fd in CLOSED_AT_START:
+        return False
+    try:
+        fcntl.fcntl(fd, fcntl.F_GETFD)
+    except OSError:
+        return False
+    return True
+
+
+def stdio_files(host_fds: tuple[int, int, int] = (0, 1, 2)) -> list[HostPassthrough | None]:
     """Files for guest fds 0, 1, 2 over the Sentry's own (borrowed), or
-    over the host fds ``host_fds`` (borrowed too: the caller closes them)."""
+    over the host fds ``host_fds`` (borrowed too: the caller closes them);
+    None where the host fd is -1 (the guest starts with that fd closed)."""
     modes = (O_RDONLY, O_WRONLY, O_WRONLY)
-    out = []
+    out: list[HostPassthrough | None] = []
     for fd, mode in zip(host_fds, modes):
+        if fd < 0:
+            out.append(None)
+            continue
         try:
             fl = fcntl.fcntl(fd, fcntl.F_GETFL) & O_ACCMODE
         except OSError:
-            fl = mode  # closed on the host: reads/writes will fail with EBADF
+            fl = mode  # closed on the host since: reads/writes will fail with EBADF
         mode = O_RDWR if fl == O_RDWR else mode
         out.append(HostPassthrough(StdioNode(fd, mode), _stdio_path(fd), mode, fd, owned=False))
     return out

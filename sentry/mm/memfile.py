@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import fcntl
 import mmap
 import os
 import threading
@@ -25,6 +26,16 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
 
 
+def _above_stdio(fd: int) -> int:
+    """``fd`` moved to 3 or above: a caller that runs with its stdio closed
+    must never pass guest memory through as a guest's stdin or stdout."""
+    if fd > 2:
+        return fd
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(fd)
+    return high
+
+
 class OutOfMemory(Exception):
     """The MemoryFile has no free range of the requested size (or the
     sandbox's memory limit is reached)."""
@@ -32,7 +43,7 @@ class OutOfMemory(Exception):
 
 class MemoryFile:
     def __init__(self, capacity: int = DEFAULT_CAPACITY, limit: int | None = None):
-        self.fd: int = os.memfd_create("sentry-memory", os.MFD_CLOEXEC)
+        self.fd: int = _above_stdio(os.memfd_create("sentry-memory", os.MFD_CLOEXEC))
         self.capacity = capacity
         os.ftruncate(self.fd, capacity)
         self.map = mmap.mmap(self.fd, capacity, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
