@@ -6,6 +6,7 @@ and processes are unchanged, and no stub process remains.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pathlib
@@ -195,3 +196,16 @@ def test_seccomp_allowlist_denies_the_rest():
                          cwd=pathlib.Path(__file__).parent.parent)
     assert got.stdout == b"socket: EPERM\nchroot: EPERM\n", got.stderr
     assert got.returncode == 0
+
+
+def test_calls_seccomp_lets_through_are_still_the_sentrys(sentry, cprog):
+    """uretprobe (335) from outside the kernel's trampoline: ENOSYS from
+    the Sentry, not the host's SIGILL (vmexec's stub filter cannot trap
+    it). uprobe (336) runs on the host under vmexec alone and does nothing
+    there but fail with ENXIO (docs/SECURITY.md)."""
+    got = sentry.run(cprog("seccomp_exempt"))
+    assert got.returncode == 0, got.stderr
+    uprobe_errnos = {errno.ENOSYS, errno.ENXIO} if sentry.platform == "vmexec" else {errno.ENOSYS}  # ENXIO: Linux >= 6.16
+    lines = got.stdout.decode().splitlines()
+    assert lines[0] == f"335: -1 errno {errno.ENOSYS}", got.stdout
+    assert lines[1].startswith("336: -1 errno ") and int(lines[1].split()[-1]) in uprobe_errnos, got.stdout

@@ -44,6 +44,7 @@ _Static_assert(offsetof(siginfo_t, si_syscall) == offsetof(struct vmexec_siginfo
 #define FP_XSTATE_MAGIC1 0x46505853U
 #define FX_SW_OFF 464 /* struct _fpx_sw_bytes in the legacy area's software bytes */
 #define XSAVE_HDR_OFF 512
+#define NR_uretprobe 335 /* x86-64; not in every libc header yet */
 #define USER_CS 0x33
 #define USER32_CS 0x23 /* the guest may run 32-bit code (it can far-jump there itself) */
 #define USER_DS 0x2b
@@ -388,6 +389,17 @@ int sentry_vmexec_switch(struct sentry_vmexec_caller *self, struct sentry_vmexec
     if (r == -EINTR) return 2;
     if (si.signo == SIGSYS && si.code == 1 /* SYS_SECCOMP */) {
         regs->orig_rax = sc->rax; /* seccomp rolled rax back to the number */
+        return 0;
+    }
+    if (si.signo == SIGILL && si.code == SI_KERNEL) {
+        /* Linux >= 6.11 lets uretprobe (and, from 6.16, uprobe) past every
+         * seccomp filter; uretprobe called from outside the kernel's
+         * trampoline raises this SIGILL (force_sig: the only SI_KERNEL
+         * SIGILL on x86), with RIP after the `syscall` and RAX = -1. It is
+         * still the guest's system call: hand it to the Sentry as one
+         * (ENOSYS there, as on the other platforms). uprobe itself
+         * returns ENXIO on the host without a trace (docs/SECURITY.md). */
+        regs->orig_rax = regs->rax = NR_uretprobe;
         return 0;
     }
     memset(stop, 0, sizeof *stop);
