@@ -2,6 +2,7 @@
 the user gets one clear line, never a Python traceback."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -34,6 +35,19 @@ def test_missing_program(sentry):
     got = sentry.run("/no/such/program")
     assert got.returncode == 127
     assert b"/no/such/program" in _one_line(got.stderr)
+
+
+def test_bare_name_is_searched_in_path_only(sentry, tmp_path):
+    """As execvp: a name without '/' that PATH lacks is 127, even when the
+    current directory holds it; a path through a file is 126 (ENOTDIR),
+    as bash and env say."""
+    shutil.copy("/bin/true", tmp_path / "only-here")
+    got = sentry.run("only-here", cwd=str(tmp_path))
+    assert got.returncode == 127
+    assert b"only-here: No such file or directory" in _one_line(got.stderr)
+    got = sentry.run("/bin/true/x")
+    assert got.returncode == 126
+    assert b"Not a directory" in _one_line(got.stderr)
 
 
 def test_not_executable(sentry, tmp_path):

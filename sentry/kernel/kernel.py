@@ -11,6 +11,7 @@ Lock order: Kernel.lock > MemoryManager.lock > COW_LOCK > MemoryFile._lock.
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import signal as S
@@ -184,7 +185,9 @@ class Kernel:
         """execvp's search, inside the sandbox: a ``name`` without '/' is
         the first executable regular file of that name in the guest's PATH
         (its environment's, else /usr/local/bin:/usr/bin:/bin); any other
-        name, or one not found, is returned as it is (exec reports it)."""
+        name is returned as it is (exec reports it). Raises ExecError
+        (ENOENT) when no such file is found, as execvp: a name without '/'
+        never runs from the current directory unless PATH says so."""
         if b"/" in name or not name:
             return name
         path = next((e[5:] for e in envp if e.startswith(b"PATH=")), b"/usr/local/bin:/usr/bin:/bin")
@@ -196,7 +199,7 @@ class Kernel:
                 continue
             if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
                 return candidate
-        return name
+        raise ExecError(errno.ENOENT, f"{name.decode(errors='replace')}: No such file or directory")
 
     def spawn(self, task: Task, setup=None) -> None:
         """Run ``task`` on a new OS thread; ``setup`` runs first, there."""
@@ -383,6 +386,4 @@ def _release_robust_futexes(task: Task) -> None:
 
 def exec_error_status(e: ExecError) -> int:
     """Shell-style exit status for a program that could not start."""
-    import errno
-
-    return 127 if e.errno in (errno.ENOENT, errno.ENOTDIR) else 126
+    return 127 if e.errno == errno.ENOENT else 126  # as bash and env: ENOTDIR is 126
