@@ -198,6 +198,25 @@ class Platform(abc.ABC):
         """Release everything the platform holds (stubs, VMs). Idempotent."""
 
 
+STUB_NAMESPACES = ("user", "pid", "net", "mnt", "ipc")
+
+
+def stub_namespaces_missing() -> str | None:
+    """Why stubs cannot be confined in fresh namespaces of each kind in
+    STUB_NAMESPACES here (a kind's /proc/sys/user/max_*_namespaces is 0),
+    or None. Cheap (a few small reads): ``available()`` runs on every start.
+    A runtime that forbids unshare by other means (a container's seccomp
+    profile) shows up when the first stub is spawned instead."""
+    for kind in STUB_NAMESPACES:
+        try:
+            with open(f"/proc/sys/user/max_{kind}_namespaces") as f:
+                if int(f.read()) == 0:
+                    return f"{kind} namespaces are disabled (/proc/sys/user/max_{kind}_namespaces = 0)"
+        except (OSError, ValueError):
+            continue  # a kernel without the knob: the spawn will tell
+    return None
+
+
 _REGISTRY: dict[str, type[Platform]] = {}
 
 

@@ -125,3 +125,19 @@ def test_syscalls_listing():
     assert by_name["mremap"] == "partial"
     assert by_name["kexec_load"] == "ENOSYS"
     assert "supported" in lines[-1]
+
+
+def test_stub_platforms_unavailable_without_namespaces():
+    """Where stubs cannot get their own namespaces, `sentry platforms` says
+    why and `sentry run` gives one line and 2 (it exited 137 silently)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1)")
+    sentry = f"{sys.executable} -m sentry"
+    script = (f"echo 0 > /proc/sys/user/max_user_namespaces && {sentry} platforms && "
+              f"{sentry} run --platform ptrace -- /bin/true; echo rc=$?; "
+              f"{sentry} run --platform vmexec -- /bin/true; echo rc=$?")
+    got = subprocess.run(["unshare", "-Ur", "sh", "-c", script], capture_output=True, timeout=60)
+    for name in ("ptrace", "vmexec"):
+        assert f"{name}   unavailable  user namespaces are disabled".encode() in got.stdout, got.stdout + got.stderr
+    assert got.stdout.count(b"rc=2\n") == 2
+    assert got.stderr.count(b"\n") == 2 and b"Traceback" not in got.stderr, got.stderr

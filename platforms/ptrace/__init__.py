@@ -34,7 +34,7 @@ import stub
 from stub._native import ffi, lib
 
 from platforms.base import (PROT_EXEC, PROT_READ, AddressSpace, ArchState, Context, EventKind, Platform,
-                            PlatformError, SignalInfo, register)
+                            PlatformError, SignalInfo, register, stub_namespaces_missing)
 
 _NR_MMAP, _NR_MUNMAP = 9, 11
 _MAP_SHARED, _MAP_FIXED = 0x01, 0x10
@@ -245,6 +245,9 @@ class PtracePlatform(Platform):
                     return False, "ptrace is disabled (kernel.yama.ptrace_scope = 3)"
         except OSError:
             pass
+        missing = stub_namespaces_missing()
+        if missing is not None:
+            return False, missing
         return True, "PTRACE_SYSEMU stub processes"
 
     def __init__(self, memory):

@@ -41,7 +41,7 @@ from collections import deque
 import stub
 from stub._native import ffi
 
-from platforms.base import AddressSpace, Context, Platform, PlatformError, register
+from platforms.base import AddressSpace, Context, Platform, PlatformError, register, stub_namespaces_missing
 from platforms.vmexec.context import VmexecContext, process_vm_exec
 from platforms.vmexec.spawner import Job, Spawner
 from platforms.vmexec.stubs import StubProcess, VmexecAddressSpace
@@ -82,6 +82,9 @@ class VmexecPlatform(Platform):
                     return False, "seccomp has no SECCOMP_RET_TRAP"
         except OSError:
             return False, "no seccomp filter support (/proc/sys/kernel/seccomp)"
+        missing = stub_namespaces_missing()
+        if missing is not None:
+            return False, missing
         return True, "seccomp-trap stub threads, registers exchanged through shared memory"
 
     def __init__(self, memory):

@@ -220,7 +220,10 @@ class Kernel:
         except PlatformError as e:
             # The guest's own stub died or misbehaved (a guest can kill or
             # scribble on its stub): that process dies, the sandbox goes on.
-            self.debug(f"task {task.tid}: platform failure, killing its process: {e}")
+            if task.group is self.init:  # the sandbox ends: say why, --debug or not
+                print(f"sentry: {self.platform.name}: {e}", file=sys.stderr, flush=True)
+            else:
+                self.debug(f"task {task.tid}: platform failure, killing its process: {e}")
             status = killed_status(S.SIGKILL)
             self.exit_group(task.group, status)
         except BaseException as e:  # a Sentry bug: end the sandbox, report it
