@@ -22,9 +22,11 @@ from platforms.base import EventKind
 from sentry.errors import SyscallError
 from sentry.kernel import signals
 from sentry.kernel.task import Task
+from sentry.mm.mm import Fault
 from sentry.syscalls.table import dispatch_list
 
 _MASK = (1 << 64) - 1
+_BUS_ADRERR = 2  # si_code: a nonexistent physical address (a page past the end of a mapped file)
 _SYSCALL, _SIGNAL = EventKind.SYSCALL, EventKind.SIGNAL
 
 
@@ -88,24 +90,29 @@ def run_task(task: Task) -> int:
 def _fault(task: Task) -> None:
     """A synchronous fault: a copy-on-write page the Sentry resolves, or a
     signal for the guest (forced: a blocked or ignored fault signal kills,
-    as on Linux)."""
+    as on Linux): SIGBUS for a page of a file mapping past the end of the
+    file, else the platform's."""
     info = task.context.signal_info
-    if info.signo == S.SIGSEGV:
+    signo, code = info.signo, info.code
+    if signo == S.SIGSEGV:
         try:
-            if task.mm.handle_fault(info.addr):
-                return
+            fault = task.mm.handle_fault(info.addr, info.access)
         except SyscallError:  # ENOMEM: no page for the copy (--memory): killed, as by Linux's OOM killer
             task.kernel.debug(f"task {task.tid}: out of memory copying {info.addr:#x}: SIGKILL")
             task.pending |= signals.bit(S.SIGKILL)
             return
-    if info.signo == S.SIGSTOP:
+        if fault is Fault.RESOLVED:
+            return
+        if fault is Fault.PAST_EOF:
+            signo, code = S.SIGBUS, _BUS_ADRERR
+    if signo == S.SIGSTOP:
         return
-    task.kernel.debug(f"task {task.tid}: signal {info.signo} (code {info.code}, addr {info.addr:#x}) "
+    task.kernel.debug(f"task {task.tid}: signal {signo} (code {code}, addr {info.addr:#x}) "
                       f"at rip {task.arch.regs.rip:#x}")
-    bit = signals.bit(info.signo)
-    action = task.group.sigactions[info.signo]
+    bit = signals.bit(signo)
+    action = task.group.sigactions[signo]
     if task.signal_mask & bit or action.handler == 1:
-        task.group.sigactions[info.signo] = signals.SigAction()
+        task.group.sigactions[signo] = signals.SigAction()
         task.signal_mask &= ~bit
     task.pending |= bit
-    task.siginfo[info.signo] = signals.siginfo(info.signo, info.code, addr=info.addr)
+    task.siginfo[signo] = signals.siginfo(signo, code, addr=info.addr)

@@ -12,7 +12,16 @@ MemoryFile after checking the VMA's protection: a bad pointer is EFAULT.
 Private read-only file mappings share one ``Backing`` per (file identity,
 offset, length) across the sandbox — the page cache — so ``libc.so`` is
 read once per sandbox. Such a backing is never writable: mprotect adding
-PROT_WRITE copies it first (copy-on-write, done eagerly).
+PROT_WRITE copies it first (copy-on-write, done eagerly). Shared file
+mappings map the sandbox's one copy of each file page (``PageCache.shared``),
+so a mapping may be several VMA pieces over several backings.
+
+Pages of a file mapping wholly past the end of the file (at mapping time)
+are pieces marked ``past_eof`` and mapped with no access: the guest's
+fault there is SIGBUS (BUS_ADRERR), the Sentry's own access EFAULT, as on
+Linux, unless the file has grown to cover the page since (then it is
+mapped at the fault). ``mremap`` moves pieces, never their pages: a moved
+shared mapping stays the file's (or the other process's) memory.
 
 Fork is copy-on-write in the Sentry, as in gVisor: the child gets the
 parent's VMAs over the same backings, and private writable VMAs of both
@@ -21,12 +30,15 @@ are marked ``cow`` and mapped read-only on the host. The first write fault
 around the address (``COW_CHUNK``) into a backing of its own.
 
 Locking: an mm is used by the threads of one process; ``lock`` guards the
-VMA list. Backings shared between mms by fork are guarded by ``COW_LOCK``.
-Lock order: MemoryManager.lock > COW_LOCK > MemoryFile._lock.
+VMA list. ``COW_LOCK`` guards what mms share: ``Backing.refs`` and the
+decision to free a backing, so a backing is looked up in the page cache
+and mapped, or found unmapped and released, atomically.
+Lock order: MemoryManager.lock > COW_LOCK > PageCache._lock > MemoryFile._lock.
 """
 from __future__ import annotations
 
 import bisect
+import enum
 import errno
 import struct
 import threading
@@ -58,11 +70,19 @@ def page_down(n: int) -> int:
     return n & ~(PAGE - 1)
 
 
+class Fault(enum.Enum):
+    """What ``MemoryManager.handle_fault`` made of a guest's fault."""
+
+    RESOLVED = 0  # the Sentry's own doing, now undone: the guest retries the access
+    GUEST = 1  # the guest's own fault: the platform's signal stands
+    PAST_EOF = 2  # a page of a file mapping past the end of the file: SIGBUS, BUS_ADRERR
+
+
 class Backing:
     """A MemoryFile range shared by the VMA pieces that map it.
     ``cache_key`` is set for page-cache backings (never written)."""
 
-    __slots__ = ("offset", "length", "refs", "cache_key", "forked", "file", "file_offset", "shared_key")
+    __slots__ = ("offset", "length", "refs", "cache_key", "forked", "file", "file_offset", "shared_key", "freed")
 
     def __init__(self, offset: int, length: int, cache_key: Hashable | None = None,
                  file: "MappedFile | None" = None, file_offset: int = 0):
@@ -74,6 +94,7 @@ class Backing:
         self.file = file  # for MAP_SHARED file mappings: written back at msync and when unmapped
         self.file_offset = file_offset
         self.shared_key: Hashable | None = None  # its key in PageCache's shared-mapping registry
+        self.freed = False  # given back to the MemoryFile (guarded by COW_LOCK): never twice
 
 
 class MappedFile:
@@ -82,6 +103,8 @@ class MappedFile:
     path: str
 
     def pread(self, length: int, offset: int) -> bytes: ...
+
+    def size(self) -> int: ...
 
     def mmap_identity(self) -> Hashable | None: ...
 
@@ -98,6 +121,7 @@ class VMA:
     file_offset: int = 0
     name: str = ""  # "[heap]", "[stack]", a path, or ""
     cow: bool = False  # private, writable, backing shared with another mm since a fork
+    past_eof: bool = False  # a file mapping's pages wholly past the end of the file when mapped
 
     @property
     def memfd_offset(self) -> int:
@@ -105,13 +129,24 @@ class VMA:
 
     @property
     def host_prot(self) -> int:
-        """The protection the platform maps: no write while copy-on-write."""
+        """The protection the platform maps: none past the end of the file
+        (the fault decides), no write while copy-on-write."""
+        if self.past_eof:
+            return 0
         return self.prot & ~PROT_WRITE if self.cow else self.prot
 
     def slice(self, start: int, end: int) -> "VMA":
         delta = start - self.start
         return VMA(start, end, self.prot, self.shared, self.backing, self.backing_offset + delta,
-                   self.file, self.file_offset + delta if self.file else 0, self.name, self.cow)
+                   self.file, self.file_offset + delta if self.file else 0, self.name, self.cow, self.past_eof)
+
+    def continued_by(self, other: "VMA") -> bool:
+        """Whether ``other`` continues this piece as one mapping would (one
+        VMA on Linux, which merges such neighbours): adjacent, same
+        protection, kind and name, the same open file at the next offset."""
+        return (other.start == self.end and other.prot == self.prot and other.shared == self.shared
+                and other.file is self.file and other.name == self.name
+                and (self.file is None or other.file_offset == self.file_offset + (self.end - self.start)))
 
 
 _TASK_SIZE = (1 << 47) - PAGE  # Linux x86-64 user space ends here
@@ -177,32 +212,66 @@ class MemoryManager:
                     self._insert(piece)
             inner = v.slice(max(v.start, start), min(v.end, end))
             removed.append(inner)
-            i = bisect.bisect_left(self._starts, end)
+            i = bisect.bisect_left(self._starts, min(v.end, end))
         return removed
 
     def _release(self, pieces: list[VMA]) -> None:
-        """Return what no VMA maps any more (each backing once: several
-        pieces of one backing may go together)."""
-        done: set[int] = set()
-        for v in pieces:
-            b = v.backing
-            if b.refs == 0:
-                if id(b) in done:
-                    continue
-                done.add(id(b))
-                if b.cache_key is not None:
-                    self.cache.unused(b)
-                else:
-                    if b.file is not None:
-                        self.write_back(b)
-                        self.cache.forget_shared(b)
-                    self.memory.free(b.offset, b.length)
-            elif not v.shared and not b.forked and b.cache_key is None:
-                self.memory.zero(v.memfd_offset, v.end - v.start)
+        """Give back what no VMA maps any more, once ``pieces`` are carved
+        out and whatever replaces them is inserted: a backing no mm maps is
+        returned to the page cache, or freed (a shared file extent written
+        back first); the pages of a private backing still mapped elsewhere
+        in this mm are zeroed. Each backing once, though several pieces of
+        it (or several mms) may go together."""
+        dead: list[Backing] = []
+        with COW_LOCK:
+            for v in pieces:
+                b = v.backing
+                if b.refs == 0:
+                    if b.cache_key is not None:
+                        self.cache.unused(b)
+                    elif not b.freed:
+                        b.freed = True
+                        if b.file is not None:  # before another mm may read the file for a new mapping
+                            self.write_back(b)
+                            self.cache.forget_shared(b)
+                        dead.append(b)
+                elif not v.shared and not b.forked and b.cache_key is None:
+                    self.memory.zero(v.memfd_offset, v.end - v.start)
+        for b in dead:
+            self.memory.free(b.offset, b.length)
 
     def _overlaps(self, start: int, end: int) -> bool:
         i = bisect.bisect_left(self._starts, end) - 1
         return i >= 0 and self._vmas[i].end > start
+
+    def _covered(self, start: int, end: int) -> bool:
+        """Whether every page of [start, end) is mapped."""
+        pos = start
+        for v in self._vmas[max(bisect.bisect_right(self._starts, start) - 1, 0):]:
+            if v.start >= end or v.start > pos:
+                break
+            pos = max(pos, v.end)
+        return pos >= end
+
+    def _one_mapping(self, start: int, end: int) -> None:
+        """EFAULT unless [start, end) lies in one mapping: pieces that
+        continue each other, as in one VMA of Linux's."""
+        v = self._find(start)
+        if v is None:
+            raise SyscallError(errno.EFAULT)
+        while v.end < end:
+            w = self._find(v.end)
+            if w is None or not v.continued_by(w):
+                raise SyscallError(errno.EFAULT)
+            v = w
+
+    def _map(self, pieces: list[VMA]) -> None:
+        """Insert pieces (their range carved out already) and map them on
+        the platform (else ``activate`` will)."""
+        for v in pieces:
+            self._insert(v)
+            if self.space is not None:
+                self.space.map_file(v.start, v.memfd_offset, v.end - v.start, v.host_prot)
 
     def find_free(self, length: int, hint: int = 0) -> int:
         """An unmapped range of ``length`` bytes: at ``hint`` if free, else
@@ -225,28 +294,95 @@ class MemoryManager:
     def mmap(self, addr: int, length: int, prot: int, flags: int,
              file: MappedFile | None = None, file_offset: int = 0, name: str = "") -> int:
         """Map ``length`` bytes (anonymous, or ``file`` from ``file_offset``)
-        and return the address. Errors: EINVAL (alignment, zero length),
-        ENOMEM (no room, or the memory limit), EEXIST (MAP_FIXED_NOREPLACE
-        over a mapping)."""
-        if length <= 0 or addr & (PAGE - 1) or file_offset & (PAGE - 1):
+        and return the address. Without MAP_FIXED ``addr`` is a hint, used
+        (rounded down to a page, as x86-64 Linux does) if the range is
+        free. Errors: EINVAL (alignment of a fixed address or the offset,
+        zero length), ENOMEM (no room, or the memory limit), EEXIST
+        (MAP_FIXED_NOREPLACE over a mapping)."""
+        fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)
+        if length <= 0 or (fixed and addr & (PAGE - 1)) or file_offset & (PAGE - 1):
             raise SyscallError(errno.EINVAL)
         length = page_up(length)
         with self.lock:
-            if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
-                if addr < self.min_address or addr + length > self.max_address:
-                    raise SyscallError(errno.ENOMEM if addr + length > self.max_address else errno.EPERM)
+            if fixed:
+                self._check_fixed(addr, length)
                 if flags & MAP_FIXED_NOREPLACE and not flags & MAP_FIXED and self._overlaps(addr, addr + length):
                     raise SyscallError(errno.EEXIST)
             else:
                 addr = self.find_free(length, page_down(addr))
-            shared = bool(flags & MAP_SHARED)
-            backing = self._new_backing(length, prot, shared, file, file_offset)
-            self._release(self._carve(addr, addr + length))
-            vma = VMA(addr, addr + length, prot, shared, backing, 0, file, file_offset,
-                      name or (file.path if file else ""))
-            self._insert(vma)
-            self.space.map_file(addr, backing.offset, length, prot)
+            with COW_LOCK:
+                pieces = self._new_pieces(addr, length, prot, bool(flags & MAP_SHARED), file, file_offset,
+                                          name or (file.path if file else ""))
+                removed = self._carve(addr, addr + length)
+                self._map(pieces)  # before the release: a shared extent may be the one it replaces
+                self._release(removed)
             return addr
+
+    def _check_fixed(self, addr: int, length: int) -> None:
+        """EPERM below the lowest address a mapping may have, ENOMEM past
+        the top: the checks of a fixed address (mmap, mremap)."""
+        if addr < self.min_address or addr + length > self.max_address:
+            raise SyscallError(errno.ENOMEM if addr + length > self.max_address else errno.EPERM)
+
+    def _new_pieces(self, start: int, length: int, prot: int, shared: bool, file: MappedFile | None,
+                    file_offset: int, name: str) -> list[VMA]:
+        """Pieces, not inserted, mapping [start, start+length) afresh:
+        zeros, or ``file`` from ``file_offset``: private pages read now
+        (read-only ones shared through the page cache), shared ones the
+        sandbox's copy of each file page; pages past the end of the file
+        are ``past_eof``. Caller holds COW_LOCK until the pieces are
+        inserted. ENOMEM if the MemoryFile is full."""
+        if file is not None and shared:
+            runs = self.cache.shared(file, file_offset, length)
+        else:
+            runs = [(self._new_backing(length, prot, file, file_offset), 0, length)]
+        pieces, pos = [], start
+        for backing, offset, n in runs:
+            pieces.append(VMA(pos, pos + n, prot, shared, backing, offset, file,
+                              file_offset + (pos - start) if file else 0, name))
+            pos += n
+        return self._split_at_eof(pieces)
+
+    def _split_at_eof(self, pieces: list[VMA]) -> list[VMA]:
+        """``pieces`` (of one mapping) split where the object they map ends
+        now — a file at its size, shared anonymous memory at the end of its
+        backing (its size at mmap, as Linux's shmem object) — the part
+        wholly past the end marked ``past_eof``, the rest not; private
+        anonymous pieces as they are."""
+        out, size = [], None
+        for v in pieces:
+            if v.file is not None:
+                size = page_up(v.file.size()) if size is None else size
+                inside = size - v.file_offset
+            elif v.shared:
+                inside = v.backing.length - v.backing_offset
+            else:
+                out.append(v)
+                continue
+            cut = min(max(v.start + inside, v.start), v.end)
+            for lo, hi, past in ((v.start, cut, False), (cut, v.end, True)):
+                if lo < hi:
+                    piece = v.slice(lo, hi)
+                    piece.past_eof = past
+                    out.append(piece)
+        return out
+
+    def _refill(self, v: VMA) -> list[VMA]:
+        """Pieces, not inserted, mapping ``v``'s range as a new mapping of
+        its kind would: the same pages if shared (they are the file's or
+        the shared memory's), else zeros or the file's contents now.
+        Caller holds COW_LOCK."""
+        if v.shared:
+            return self._split_at_eof([v.slice(v.start, v.end)])
+        return self._new_pieces(v.start, v.end - v.start, v.prot, False, v.file, v.file_offset, v.name)
+
+    def _replace(self, start: int, end: int) -> None:
+        """Map [start, end) afresh, piece by piece (``_refill``). Caller
+        holds self.lock."""
+        with COW_LOCK:
+            removed = self._carve(start, end)
+            self._map([p for v in removed for p in self._refill(v)])
+            self._release(removed)
 
     # --------------------------------------------------------------- fork
     def fork(self) -> "MemoryManager":
@@ -275,14 +411,36 @@ class MemoryManager:
             for v in self._vmas:
                 space.map_file(v.start, v.memfd_offset, v.end - v.start, v.host_prot)
 
-    def handle_fault(self, addr: int) -> bool:
-        """Resolve a fault the Sentry caused (a copy-on-write page); False
-        if it is the guest's own fault, to become a signal."""
+    def handle_fault(self, addr: int, access: int = 0) -> Fault:
+        """What a guest's fault at ``addr`` is (``access``: its PROT_* type
+        if the platform knows it, else 0). RESOLVED: the Sentry's own doing,
+        undone now: a copy-on-write page (copied), a page of a file mapping
+        that the file has grown to cover since it was mapped (mapped).
+        PAST_EOF: a page wholly past the end of its file (SIGBUS). GUEST:
+        anything else, the signal the platform reported. ENOMEM if no page
+        is left for a copy."""
         with self.lock:
             v = self._find(addr)
-            if v is None or not v.cow or not v.prot & PROT_WRITE:
-                return False
+            if v is None or not v.prot or access & ~v.prot:
+                return Fault.GUEST
+            if v.past_eof:
+                return Fault.RESOLVED if self._file_grew(v, addr) else Fault.PAST_EOF
+            if not v.cow or not v.prot & PROT_WRITE:
+                return Fault.GUEST
             self._break_cow(v, addr, 1)
+            return Fault.RESOLVED
+
+    def _file_grew(self, v: VMA, addr: int) -> bool:
+        """Whether ``addr``, in ``v`` (past the end of its file when
+        mapped), is inside the file now; if so the pages of ``v`` the file
+        covers now are mapped as a new mapping would map them."""
+        if v.file is None:
+            return False  # shared anonymous memory never grows
+        with self.lock:
+            cut = min(v.start + page_up(v.file.size()) - v.file_offset, v.end)
+            if addr >= cut:
+                return False
+            self._replace(v.start, cut)
             return True
 
     def _break_cow(self, v: VMA, addr: int, length: int) -> None:
@@ -292,24 +450,19 @@ class MemoryManager:
         hi = min(v.end, (addr + length + COW_CHUNK - 1) & ~(COW_CHUNK - 1))
         with COW_LOCK:
             for piece in self._carve(lo, hi):
-                old = piece.backing
-                if old.refs == 0:  # nobody else maps it any more: take it over
+                if piece.backing.refs == 0:  # nobody else maps it any more: take it over
                     piece.cow = False
-                    self._insert(piece)
                 else:
                     piece = self._copied(piece)
-                    self._insert(piece)
-                if self.space is not None:  # else activate() maps it
-                    self.space.map_file(piece.start, piece.memfd_offset, piece.end - piece.start, piece.host_prot)
+                self._map([piece])
 
-    def _new_backing(self, length: int, prot: int, shared: bool, file: MappedFile | None,
-                     file_offset: int) -> Backing:
-        if file is not None and not shared and not prot & PROT_WRITE:
+    def _new_backing(self, length: int, prot: int, file: MappedFile | None, file_offset: int) -> Backing:
+        """Private memory: zeros, or file[file_offset:file_offset+length]
+        (from the page cache if read-only). ENOMEM if the MemoryFile is full."""
+        if file is not None and not prot & PROT_WRITE:
             key = file.mmap_identity()
             if key is not None:
                 return self.cache.get(key, file, file_offset, length)
-        if file is not None and shared:
-            return self.cache.shared(file, file_offset, length)
         try:
             offset = self.memory.allocate(length)
         except OutOfMemory:
@@ -367,24 +520,17 @@ class MemoryManager:
             raise SyscallError(errno.EINVAL)
         end = addr + page_up(length)
         with self.lock:
-            # Linux: ENOMEM if any page of the range is unmapped.
-            pos = addr
-            for v in self._vmas[max(bisect.bisect_right(self._starts, addr) - 1, 0):]:
-                if v.start >= end:
-                    break
-                if v.end <= pos:
-                    continue
-                if v.start > pos:
-                    raise SyscallError(errno.ENOMEM)
-                pos = v.end
-            if pos < end:
+            if not self._covered(addr, end):  # Linux: ENOMEM if any page of the range is unmapped
                 raise SyscallError(errno.ENOMEM)
             for v in self._carve(addr, end):
-                if prot & PROT_WRITE and v.backing.cache_key is not None:
-                    v = self._private_copy(v)
-                v.prot = prot
-                self._insert(v)
-                self.space.map_file(v.start, v.memfd_offset, v.end - v.start, v.host_prot)
+                if prot & PROT_WRITE and v.backing.cache_key is not None:  # copy-on-write, now
+                    copy = self._copied(v)
+                    copy.prot = prot
+                    self._map([copy])
+                    self._release([v])
+                else:
+                    v.prot = prot
+                    self._map([v])
 
     def _copied(self, v: VMA) -> VMA:
         """``v`` over a private copy of its pages (copy-on-write), not yet
@@ -395,64 +541,127 @@ class MemoryManager:
         except OutOfMemory:
             raise SyscallError(errno.ENOMEM) from None
         self.memory.copy(offset, v.memfd_offset, length)
-        return VMA(v.start, v.end, v.prot, v.shared, Backing(offset, length), 0, v.file, v.file_offset, v.name)
-
-    def _private_copy(self, v: VMA) -> VMA:
-        """Copy-on-write of a page-cache range about to become writable."""
-        copy = self._copied(v)
-        if v.backing.refs == 0:
-            self.cache.unused(v.backing)
+        copy = v.slice(v.start, v.end)
+        copy.backing, copy.backing_offset, copy.cow = Backing(offset, length), 0, False
         return copy
 
     def mremap(self, old: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
-        if old & (PAGE - 1) or new_len <= 0 or flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP):
+        """mremap(2): [old, old+old_len) resized to ``new_len`` bytes, in
+        place, or moved (MREMAP_MAYMOVE) to a free range or (MREMAP_FIXED)
+        to ``new_addr``, replacing what is there; returns the address. Pages
+        move with their mapping, never copied: a shared mapping stays the
+        file's, or the memory other processes map. A grown part maps what
+        follows in the mapping (zeros, or the file's next pages). With
+        MREMAP_DONTUNMAP (a move, same length) the old range stays mapped
+        afresh: the same pages if shared, else zeros or the file's contents.
+        Errors as Linux: EINVAL (flags, alignment, lengths, overlapping old
+        and new ranges), EFAULT (``old`` unmapped, or the range not one
+        mapping), ENOMEM (no room to grow in place and no MREMAP_MAYMOVE,
+        no free range, the memory limit), EPERM (a fixed address too low).
+        An old length of 0 (Linux's duplicate of a shared mapping) is EINVAL."""
+        if (flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP) or old & (PAGE - 1)
+                or (flags & MREMAP_FIXED and not flags & MREMAP_MAYMOVE)
+                or (flags & MREMAP_DONTUNMAP and (not flags & MREMAP_MAYMOVE or old_len != new_len))):
             raise SyscallError(errno.EINVAL)
         old_len, new_len = page_up(old_len), page_up(new_len)
-        if old_len == 0 or old_len > _TASK_SIZE or new_len > _TASK_SIZE:  # 0: Linux's duplicate of a shared
-            raise SyscallError(errno.EINVAL)  # mapping, which we do not have (and private ones are EINVAL)
+        if new_len == 0 or old_len == 0 or old_len > _TASK_SIZE or new_len > _TASK_SIZE:
+            raise SyscallError(errno.EINVAL)
         with self.lock:
-            v = self._find(old)
-            if v is None or old + old_len > v.end:
+            if self._find(old) is None:
                 raise SyscallError(errno.EFAULT)
-            if flags & MREMAP_FIXED or flags & MREMAP_DONTUNMAP:
-                raise SyscallError(errno.EINVAL) if not flags & MREMAP_MAYMOVE else SyscallError(errno.ENOSYS)
+            if flags & (MREMAP_FIXED | MREMAP_DONTUNMAP):
+                return self._remap_to(old, old_len, new_len, flags, new_addr)
             if new_len <= old_len:
                 if new_len < old_len:
                     self.munmap(old + new_len, old_len - new_len)
                 return old
-            grow_in_place = not self._overlaps(old + old_len, old + new_len) and old + new_len <= self.max_address
-            if not grow_in_place and not flags & MREMAP_MAYMOVE:
+            self._one_mapping(old, old + old_len)
+            if old + new_len <= self.max_address and not self._overlaps(old + old_len, old + new_len):
+                with COW_LOCK:
+                    self._map(self._following(old + old_len, old + old_len, new_len - old_len))
+                return old
+            if not flags & MREMAP_MAYMOVE:
                 raise SyscallError(errno.ENOMEM)
-            target = old if grow_in_place else self.find_free(new_len)
+            return self._move(old, old_len, self.find_free(new_len), new_len, keep_old=False)
+
+    def _remap_to(self, old: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
+        """mremap's move to ``new_addr`` (MREMAP_FIXED; else a hint) or
+        with MREMAP_DONTUNMAP, in Linux's order: the target unmapped, then
+        the old range shrunk, then moved. Caller holds self.lock."""
+        if new_addr & (PAGE - 1) or new_addr > _TASK_SIZE - new_len:
+            raise SyscallError(errno.EINVAL)
+        if old + old_len > new_addr and new_addr + new_len > old:
+            raise SyscallError(errno.EINVAL)
+        self._one_mapping(old, old + min(old_len, new_len))
+        if flags & MREMAP_FIXED:
+            self._check_fixed(new_addr, new_len)
+            self.munmap(new_addr, new_len)
+        if old_len > new_len:
+            self.munmap(old + new_len, old_len - new_len)
+            old_len = new_len
+        target = new_addr if flags & MREMAP_FIXED else self.find_free(new_len, new_addr)
+        return self._move(old, old_len, target, new_len, keep_old=bool(flags & MREMAP_DONTUNMAP))
+
+    def _move(self, old: int, old_len: int, target: int, new_len: int, keep_old: bool) -> int:
+        """Move the pieces of [old, old+old_len), one mapping, to the free
+        range ``target`` (``new_len`` long: what follows is mapped after
+        them); with ``keep_old`` the old range stays mapped afresh
+        (``_refill``). Nothing changes on ENOMEM. Caller holds self.lock."""
+        with COW_LOCK:
+            tail = self._following(old + old_len, target + old_len, new_len - old_len) if new_len > old_len else []
+            moved = self._carve(old, old + old_len)
             try:
-                offset = self.memory.allocate(new_len)
-            except OutOfMemory:
-                raise SyscallError(errno.ENOMEM) from None
-            self.memory.copy(offset, v.memfd_offset + (old - v.start), old_len)
-            if v.file is not None and not v.shared:
-                tail = v.file.pread(new_len - old_len, v.file_offset + (old - v.start) + old_len)
-                self.memory.write(offset + old_len, tail)
-            moved = VMA(target, target + new_len, v.prot, v.shared, Backing(offset, new_len), 0,
-                        v.file, v.file_offset + (old - v.start), v.name)
-            self._release(self._carve(old, old + old_len))
-            self.space.unmap(old, old_len)
-            self._insert(moved)
-            self.space.map_file(target, offset, new_len, v.prot)
-            return target
+                fresh = [p for v in moved for p in self._refill(v)] if keep_old else []
+            except SyscallError:
+                self._map(moved)
+                raise
+            if keep_old:
+                self._map(fresh)
+            else:
+                self.space.unmap(old, old_len)
+            for v in moved:
+                v.start, v.end = v.start + target - old, v.end + target - old
+            self._map(moved + tail)
+        return target
+
+    def _following(self, end: int, start: int, length: int) -> list[VMA]:
+        """Pieces, not inserted, mapping [start, start+length) with what
+        follows ``end`` in the mapping that ends there (its part grown by
+        mremap): the file's next pages; for shared anonymous memory its
+        next pages, past its end (SIGBUS) as on Linux; else zeros. Caller
+        holds COW_LOCK."""
+        last = self._find(end - 1)
+        if last.shared and last.file is None:
+            offset = last.backing_offset + (end - last.start)  # may lie past the backing: never accessed then
+            return self._split_at_eof([VMA(start, start + length, last.prot, True, last.backing, offset,
+                                           name=last.name)])
+        return self._new_pieces(start, length, last.prot, last.shared, last.file,
+                                last.file_offset + (end - last.start), last.name)
 
     def madvise_dontneed(self, addr: int, length: int) -> None:
-        """MADV_DONTNEED: private anonymous pages read back as zeroes,
-        private file pages as the file's contents."""
+        """MADV_DONTNEED over [addr, addr+length): private pages read back
+        as a new mapping's would (zeros, or the file's contents), in this
+        process only: pages it still shares since a fork are replaced, the
+        other process keeps them. Shared pages keep their contents."""
         end = addr + page_up(length)
         with self.lock:
-            for v in list(self._vmas):
+            first = max(bisect.bisect_right(self._starts, addr) - 1, 0)
+            for v in [v for v in self._vmas[first:bisect.bisect_left(self._starts, end)] if v.end > addr]:
                 lo, hi = max(v.start, addr), min(v.end, end)
-                if lo >= hi or v.shared or v.backing.cache_key is not None or v.backing.forked:
-                    continue  # (forked: the pages stay; only their owner may drop them)
+                if v.shared or v.past_eof or v.backing.cache_key is not None:
+                    continue  # (a page-cache backing holds the file's contents already)
+                if v.backing.forked:
+                    self._replace(lo, hi)
+                    continue
                 off = v.memfd_offset + (lo - v.start)
                 self.memory.zero(off, hi - lo)
                 if v.file is not None:
                     self.memory.write(off, v.file.pread(hi - lo, v.file_offset + (lo - v.start)))
+
+    def mapped(self, addr: int, length: int) -> bool:
+        """Whether every page of [addr, addr+length) is mapped."""
+        with self.lock:
+            return self._covered(addr, addr + page_up(length))
 
     def set_brk(self, new: int) -> int:
         """brk(2): move the program break; returns the (possibly unchanged)
@@ -483,20 +692,31 @@ class MemoryManager:
         if addr < 0 or end > self.max_address:
             raise SyscallError(errno.EFAULT)
         while addr < end:
-            v = self._find(addr)
-            if v is None or (v.prot & prot) != prot:
+            v = self._accessible(addr, prot)
+            if v is None:
                 raise SyscallError(errno.EFAULT)
             n = min(end, v.end) - addr
             out.append((v.memfd_offset + (addr - v.start), n))
             addr += n
         return out
 
+    def _accessible(self, addr: int, prot: int) -> VMA | None:
+        """The VMA at ``addr`` if the Sentry may access it for ``prot``:
+        the VMA allows it and is not past the end of its file (unless the
+        file has grown over ``addr`` since), else None."""
+        v = self._find(addr)
+        if v is None or (v.prot & prot) != prot:
+            return None
+        if v.past_eof and prot:
+            return self._find(addr) if self._file_grew(v, addr) else None
+        return v
+
     def copy_in(self, addr: int, length: int) -> bytes:
         """Read guest memory. EFAULT unless every byte is readable."""
         if length == 0:
             return b""
         v = self._find(addr)
-        if v is not None and addr + length <= v.end and v.prot & PROT_READ:
+        if v is not None and addr + length <= v.end and v.prot & PROT_READ and not v.past_eof:
             off = v.memfd_offset + (addr - v.start)
             return self.memory.map[off:off + length]
         return b"".join(self.memory.map[o:o + n] for o, n in self._chunks(addr, length, PROT_READ))
@@ -507,7 +727,7 @@ class MemoryManager:
         if length == 0:
             return
         v = self._find(addr)
-        if v is not None and addr + length <= v.end and v.prot & PROT_WRITE and not v.cow:
+        if v is not None and addr + length <= v.end and v.prot & PROT_WRITE and not v.cow and not v.past_eof:
             off = v.memfd_offset + (addr - v.start)
             self.memory.map[off:off + length] = data
             return
@@ -526,8 +746,8 @@ class MemoryManager:
         the views (the MemoryFile cannot close while one is alive)."""
         end, prefix = min(addr + length, self.max_address), addr
         while prefix < end:
-            v = self._find(prefix)
-            if v is None or not v.prot & PROT_WRITE:
+            v = self._accessible(prefix, PROT_WRITE)
+            if v is None:
                 break
             prefix = min(end, v.end)
         if prefix == addr:
@@ -547,7 +767,7 @@ class MemoryManager:
                 v = self._find(addr)
                 if v is None:
                     return  # _chunks reports the EFAULT
-                if v.cow and v.prot & PROT_WRITE:
+                if v.cow and v.prot & PROT_WRITE and not v.past_eof:
                     self._break_cow(v, addr, min(end, v.end) - addr)
                 addr = min(end, v.end)
 
@@ -564,8 +784,8 @@ class MemoryManager:
         pointer; ENAMETOOLONG if no NUL within ``limit`` bytes."""
         out = b""
         while len(out) < limit:
-            v = self._find(addr)
-            if v is None or not v.prot & PROT_READ:
+            v = self._accessible(addr, PROT_READ)
+            if v is None:
                 raise SyscallError(errno.EFAULT)
             off = v.memfd_offset + (addr - v.start)
             stop = off + min(v.end - addr, limit - len(out))
@@ -620,4 +840,4 @@ class MemoryManager:
     def resident(self) -> int:
         """Bytes of mapped memory that hold pages (a page shared by several
         VMAs or processes counts in each, as RSS does)."""
-        return sum(self.memory.resident(v.memfd_offset, v.end - v.start) for v in self.vmas())
+        return sum(self.memory.resident(v.memfd_offset, v.end - v.start) for v in self.vmas() if not v.past_eof)

@@ -1,21 +1,33 @@
 """PageCache: MemoryFile copies of file ranges, shared by every private
-read-only mapping of the same file range in the sandbox.
+read-only mapping of the same file range in the sandbox; and the one copy
+of each page of a file that MAP_SHARED mappings of it map.
 
-Keyed by (file identity, offset, length): the identity (from the open
-file's ``mmap_identity``) changes whenever the file's contents may have, so
-a stale entry is never found. Entries stay cached while unused, up to
-``max_unused`` bytes, dropping the least recently released first.
+Private copies are keyed by (file identity, offset, length): the identity
+(from the open file's ``mmap_identity``) changes whenever the file's
+contents may have, so a stale entry is never found. Entries stay cached
+while unused, up to ``max_unused`` bytes, dropping the least recently
+released first.
+
+Shared copies are extents (disjoint file ranges, each one ``Backing``) per
+inode, kept only while mapped: a new mapping maps the extents it overlaps
+and new extents for the gaps, so any two shared mappings of a file, of any
+ranges, see each other's writes.
 """
 from __future__ import annotations
 
+import bisect
+import errno
 import threading
 from collections import OrderedDict
 from typing import Hashable
 
+from sentry.errors import SyscallError
 from sentry.mm.memfile import MemoryFile, OutOfMemory
 from sentry.mm.mm import Backing, MappedFile
-from sentry.errors import SyscallError
-import errno
+
+
+def _file_offset(b: Backing) -> int:
+    return b.file_offset
 
 
 class PageCache:
@@ -27,7 +39,9 @@ class PageCache:
         self._unused: OrderedDict[Hashable, Backing] = OrderedDict()
         self._unused_bytes = 0
         self.hits = self.misses = 0
-        self._shared: dict[Hashable, Backing] = {}  # MAP_SHARED file ranges, while mapped
+        # MAP_SHARED file extents while mapped: id(inode) -> backings sorted
+        # by file_offset, disjoint.
+        self._shared: dict[Hashable, list[Backing]] = {}
 
     def get(self, identity: Hashable, file: MappedFile, offset: int, length: int) -> Backing:
         """The shared backing for file[offset:offset+length], read on a miss.
@@ -49,33 +63,77 @@ class PageCache:
             b = self._entries[key] = Backing(off, length, key)
             return b
 
-    def shared(self, file: MappedFile, offset: int, length: int) -> Backing:
-        """The one backing of file[offset:offset+length] for every MAP_SHARED
-        mapping of it in the sandbox, so processes see each other's writes
-        (sqlite's -shm). Keyed by the open file's inode object; written back
-        to the file at msync and when the last mapping goes."""
+    def shared(self, file: MappedFile, offset: int, length: int) -> list[tuple[Backing, int, int]]:
+        """The sandbox's one copy of each page of file[offset:offset+length]
+        for every MAP_SHARED mapping of it, so mappings and processes see
+        each other's writes whatever ranges they map (sqlite's -shm, a
+        mapping grown by mremap): (backing, offset in it, length) runs in
+        file order. Pages nobody maps yet are read now, into one new backing
+        per gap. Each backing is one extent of the file (``file_offset``,
+        ``length``), registered by the open file's inode object while
+        mapped, written back at msync and when its last mapping goes (see
+        ``forget_shared``) through the last writable open file that mapped
+        it. A file without an inode gets a private copy.
+        The caller maps the runs before another mm may release them
+        (holds COW_LOCK). ENOMEM if the MemoryFile is full."""
         node = getattr(file, "node", None)
-        key = (id(node), offset, length) if node is not None else None
         with self._lock:
-            b = self._shared.get(key) if key is not None else None
-            if b is not None:
-                return b
+            if node is None:
+                return [(self._read_extent(file, offset, length, None), 0, length)]
+            extents = self._shared.setdefault(id(node), [])
+            runs: list[tuple[Backing, int, int]] = []
+            made: list[Backing] = []
+            pos, end = offset, offset + length
+            i = max(bisect.bisect_right(extents, pos, key=_file_offset) - 1, 0)
             try:
-                off = self.memory.allocate(length)
-            except OutOfMemory:
-                raise SyscallError(errno.ENOMEM) from None
-            self.memory.write(off, file.pread(length, offset))
-            b = Backing(off, length, file=file, file_offset=offset)
-            if key is not None:
-                b.shared_key = key
-                self._shared[key] = b
-            return b
+                while pos < end:
+                    b = extents[i] if i < len(extents) else None
+                    if b is not None and b.file_offset + b.length <= pos:
+                        i += 1
+                        continue
+                    if b is not None and b.file_offset <= pos:
+                        n = min(end, b.file_offset + b.length) - pos
+                        runs.append((b, pos - b.file_offset, n))
+                        if getattr(file, "writable", False):
+                            b.file = file  # write back through an fd that may write
+                    else:
+                        n = (min(end, b.file_offset) if b is not None else end) - pos
+                        b = self._read_extent(file, pos, n, id(node))
+                        extents.insert(i, b)
+                        made.append(b)
+                        runs.append((b, 0, n))
+                    i += 1
+                    pos += n
+            except SyscallError:
+                for b in made:
+                    extents.remove(b)
+                    self.memory.free(b.offset, b.length)
+                if not extents:
+                    del self._shared[id(node)]
+                raise
+            return runs
+
+    def _read_extent(self, file: MappedFile, offset: int, length: int, key: Hashable | None) -> Backing:
+        """A new backing holding file[offset:offset+length] (zeros past
+        the end of the file). Caller holds _lock. ENOMEM if full."""
+        try:
+            off = self.memory.allocate(length)
+        except OutOfMemory:
+            raise SyscallError(errno.ENOMEM) from None
+        self.memory.write(off, file.pread(length, offset))
+        b = Backing(off, length, file=file, file_offset=offset)
+        b.shared_key = key
+        return b
 
     def forget_shared(self, backing: Backing) -> None:
-        """The last mapping of a shared file range went away."""
+        """The last mapping of a shared file extent went away: later
+        mappings read the file again. Caller holds COW_LOCK."""
         with self._lock:
-            if backing.shared_key is not None and self._shared.get(backing.shared_key) is backing:
-                del self._shared[backing.shared_key]
+            extents = self._shared.get(backing.shared_key)
+            if extents is not None and backing in extents:
+                extents.remove(backing)
+                if not extents:
+                    del self._shared[backing.shared_key]
 
     def unused(self, backing: Backing) -> None:
         """No VMA maps ``backing`` any more: keep it for reuse, within bounds."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import stat as S
 
 from sentry.errors import SyscallError
 from sentry.kernel.task import Task
@@ -13,6 +14,7 @@ MAP_NAMES = {0x01: "MAP_SHARED", 0x02: "MAP_PRIVATE", 0x10: "MAP_FIXED", 0x20: "
              0x100: "MAP_GROWSDOWN", 0x800: "MAP_DENYWRITE", 0x1000: "MAP_EXECUTABLE", 0x2000: "MAP_LOCKED",
              0x4000: "MAP_NORESERVE", 0x8000: "MAP_POPULATE", 0x10000: "MAP_NONBLOCK", 0x20000: "MAP_STACK",
              0x40000: "MAP_HUGETLB", 0x100000: "MAP_FIXED_NOREPLACE"}
+MREMAP_NAMES = {m.MREMAP_MAYMOVE: "MREMAP_MAYMOVE", m.MREMAP_FIXED: "MREMAP_FIXED", m.MREMAP_DONTUNMAP: "MREMAP_DONTUNMAP"}
 MADV_NAMES = {0: "MADV_NORMAL", 1: "MADV_RANDOM", 2: "MADV_SEQUENTIAL", 3: "MADV_WILLNEED", 4: "MADV_DONTNEED",
               8: "MADV_FREE", 14: "MADV_HUGEPAGE", 15: "MADV_NOHUGEPAGE"}
 _MAP_TYPE = 0x0F
@@ -22,7 +24,7 @@ MADV_DONTNEED, MADV_FREE = 4, 8
 
 def sys_mmap(t: Task, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
     mtype = flags & _MAP_TYPE
-    if mtype not in (m.MAP_SHARED, m.MAP_PRIVATE, 0x03) or length == 0 or prot & ~m.PROT_ALL:
+    if mtype not in (m.MAP_SHARED, m.MAP_PRIVATE, 0x03) or length == 0 or prot & ~m.PROT_ALL or offset & 0xFFF:
         raise SyscallError(errno.EINVAL)
     if flags & 0x40000:  # MAP_HUGETLB
         raise SyscallError(errno.EINVAL)
@@ -35,6 +37,8 @@ def sys_mmap(t: Task, addr: int, length: int, prot: int, flags: int, fd: int, of
             raise SyscallError(errno.ENODEV)
         if not file.readable or (mtype == m.MAP_SHARED and prot & m.PROT_WRITE and not file.writable):
             raise SyscallError(errno.EACCES)
+        if file.node is None or file.node.kind != S.S_IFREG:  # /dev/zero: memory of its own, no end of
+            return t.mm.mmap(addr, length, prot, flags, None, 0, name=file.path)  # file (as Linux's shmem)
     else:
         offset = 0
     return t.mm.mmap(addr, length, prot, flags, file, offset)
@@ -67,6 +71,8 @@ def sys_madvise(t: Task, addr: int, length: int, advice: int) -> int:
         raise SyscallError(errno.EINVAL)
     if advice in (MADV_DONTNEED, MADV_FREE):
         t.mm.madvise_dontneed(addr, length)
+    if not t.mm.mapped(addr, length):  # as Linux: the mapped parts advised, then ENOMEM
+        raise SyscallError(errno.ENOMEM)
     return 0
 
 
@@ -89,8 +95,8 @@ ENTRIES = entries(
     supported("munmap", sys_munmap, args=(Hex, Size)),
     supported("mprotect", sys_mprotect, args=(Hex, Size, Flags(PROT_NAMES))),
     supported("brk", sys_brk, args=(Hex,)),
-    partial("mremap", sys_mremap, args=(Hex, Size, Size, Flags({1: "MREMAP_MAYMOVE", 2: "MREMAP_FIXED"}), Hex),
-            note="MREMAP_FIXED and MREMAP_DONTUNMAP are not supported; growing copies"),
+    partial("mremap", sys_mremap, args=(Hex, Size, Size, Flags(MREMAP_NAMES), Hex),
+            note="old_size 0 (a second mapping of shared memory) is EINVAL"),
     partial("madvise", sys_madvise, args=(Hex, Size, Enum(MADV_NAMES)), note="DONTNEED/FREE drop pages; other advice is accepted and ignored"),
     partial("msync", sys_msync, args=(Hex, Size, Int), note="writes back shared file mappings; read(2) sees mapped writes only after msync or munmap"),
     partial("mlock", sys_mlock, args=(Hex, Size), note="accepted; nothing is locked"),

@@ -32,6 +32,11 @@ int main(void) {
     char *f = mremap(e, pg, 64 * pg, MREMAP_MAYMOVE);
     CHECK(f != MAP_FAILED && strcmp(f, "remapped") == 0 && f[64 * pg - 1] == 0);
     CHECK(mremap(f, 64 * pg, pg, 0) == f);
+    /* munmap over several mappings (split by mprotect) removes them all */
+    char *k = mmap(NULL, 4 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(mprotect(k + pg, pg, PROT_READ) == 0 && mprotect(k + 3 * pg, pg, PROT_READ) == 0);
+    CHECK(munmap(k, 4 * pg) == 0 && mprotect(k + 2 * pg, pg, PROT_READ) == -1 && errno == ENOMEM);
+    CHECK(mmap(k, 4 * pg, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) == k);
     /* brk */
     char *brk0 = sbrk(0);
     CHECK(sbrk(10 * pg) == brk0);
