@@ -4,8 +4,9 @@ In a nutshell: /dev is an in-memory directory (the overlay classes with
 nothing below, so the guest may create files in it, as in devtmpfs) that
 holds null, zero, full, random, urandom, tty (the user's terminal, if the
 Sentry has one), the stdin/stdout/stderr and fd symlinks into /proc/self,
-and shm/ (a writable sticky directory for POSIX shared memory). No host
-device is ever opened on the guest's behalf except /dev/tty.
+shm/ (a writable sticky directory for POSIX shared memory) and pts/: the
+host terminals the guest's stdio are, and nothing else (stdio.Terminals).
+No host device is ever opened on the guest's behalf except /dev/tty.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from sentry.errors import SyscallError
 from sentry.fs.file import O_RDONLY, OpenFile, SeekableFile
 from sentry.fs.node import Stat
 from sentry.fs.overlay import OverlayFS, OvNode
-from sentry.fs.stdio import HostPassthrough
+from sentry.fs.stdio import STDIOFS, HostPassthrough
+from sentry.fs.synth import SynthDir, SynthFS
 
 
 class DevNode(OvNode):
@@ -125,5 +127,22 @@ def make_devfs() -> OverlayFS:
         root.symlink(name, b"/proc/self/fd/%d" % i, None)
     root.symlink(b"fd", b"/proc/self/fd", None)
     root.mkdir(b"shm", 0o1777, None)
-    root.mkdir(b"pts", 0o755, None)
+    root.add_node(b"pts", _pts_dir())
     return fs
+
+
+def _pts_dir() -> SynthDir:
+    """/dev/pts: N for each host terminal /dev/pts/N that is one of the
+    guest's stdio (per sandbox: the calling task's kernel.terminals), read-only."""
+    def terminals(ctx):  # ctx: the calling Task, or None
+        return ctx.kernel.terminals if ctx is not None else None
+
+    def lookup(name: bytes, ctx):
+        ts = terminals(ctx)
+        return ts.pts.get(name) if ts is not None else None
+
+    def names(ctx):
+        ts = terminals(ctx)
+        return list(ts.pts) if ts is not None else []
+
+    return SynthDir(SynthFS("devpts", STDIOFS.magic), mode=0o755, dyn_lookup=lookup, dyn_list=names)

@@ -1,14 +1,30 @@
-"""Host passthrough files: the sandbox's stdin/stdout/stderr and /dev/tty.
+"""Host passthrough files: the sandbox's stdin/stdout/stderr, /dev/tty and
+/dev/pts/N; and the host terminals one sandbox uses (``Terminals``).
 
 In a nutshell: read and write go to a host fd the Sentry holds; fstat shows
-the host's object (a char device, a pipe, a file) as the host has it;
-ioctl is forwarded to the host fd only for a read-only allow-list
-(TCGETS, TIOCGWINSZ, TIOCGPGRP, FIONREAD): the guest may learn it talks to
-a terminal and its size, never change the user's terminal (TCSETS*, a line
-editor's raw mode, fails with ENOTTY and readline falls back to cooked
-mode). Everything else is ENOTTY, as for a file. The guest never learns the
-host fd number and can never close the Sentry's own stdio (the fd is
-borrowed, not owned).
+the host's object (a char device, a pipe, a file) as the host has it. On a
+terminal the Sentry works as gVisor's host-TTY passthrough:
+
+- ioctl reads TCGETS, TIOCGWINSZ, FIONREAD from the host terminal, and
+  forwards TCSETS, TCSETSW, TCSETSF (a line editor's raw mode) and TCFLSH
+  to it; the line discipline (c_line) always stays the host's. Before the
+  first change the terminal's termios are saved, and ``Terminals.restore``
+  (Kernel.close: every way a sandbox ends) puts them back, so a guest never
+  leaves the user's terminal raw. Every other request is ENOTTY, as for a
+  file: TIOCSTI, TIOCSETD, TIOCCONS, TIOCSCTTY, TIOCLINUX above all, and
+  TCXONC (it could stop the user's terminal) and TIOCSWINSZ (the size would
+  outlive the sandbox and SIGWINCH host processes).
+- The foreground process group is the sandbox's own: TIOCSPGRP stores it
+  per terminal, TIOCGPGRP returns it (the caller's group if never set);
+  the host's is never read or changed.
+- /dev/pts holds exactly the terminals the guest's stdio are, with the
+  host's stat (so glibc's ttyname finds them); opening one is another
+  passthrough of that borrowed fd.
+
+The guest never learns the host fd number and can never close the Sentry's
+own stdio (the fd is borrowed, not owned).
+
+Lock order: Kernel.lock > Terminals.lock (a leaf).
 """
 from __future__ import annotations
 
@@ -16,7 +32,9 @@ import errno
 import fcntl
 import os
 import select
+import signal
 import stat as S
+import termios
 import threading
 from typing import Callable
 
@@ -24,9 +42,13 @@ from sentry.errors import SyscallError
 from sentry.fs.file import O_ACCMODE, O_RDONLY, O_RDWR, O_WRONLY, POLLERR, HostFDFile
 from sentry.fs.node import FileSystem, Node
 
-TCGETS, TIOCGPGRP, TIOCGWINSZ, FIONREAD = 0x5401, 0x540F, 0x5413, 0x541B
-# request -> size of the struct the call fills
-_ALLOWED = {TCGETS: 36, TIOCGWINSZ: 8, TIOCGPGRP: 4, FIONREAD: 4}
+# <asm-generic/ioctls.h>
+TCGETS, TCSETS, TCSETSW, TCSETSF, TCFLSH = 0x5401, 0x5402, 0x5403, 0x5404, 0x540B
+TIOCGPGRP, TIOCSPGRP, TIOCGWINSZ, FIONREAD, TIOCGDEV = 0x540F, 0x5410, 0x5413, 0x541B, 0x80045432
+TERMIOS_SIZE, C_LINE = 36, 16  # struct termios (the kernel's), offset of c_line
+# Requests answered from the host terminal: request -> size of the struct the call fills.
+_QUERIES = {TCGETS: TERMIOS_SIZE, TIOCGWINSZ: 8, FIONREAD: 4}
+_SETS = (TCSETS, TCSETSW, TCSETSF)
 
 
 def _host_events(fd: int, want: int, timeout_ms: int) -> int:
@@ -37,47 +59,121 @@ def _host_events(fd: int, want: int, timeout_ms: int) -> int:
     return got[0][1] if got else 0
 
 
+def _host_ioctl(fd: int, request: int, arg: "bytearray | bytes | int") -> None:
+    """ioctl on host ``fd``; a bytearray is filled in. OSError -> SyscallError."""
+    try:
+        if isinstance(arg, bytearray):
+            fcntl.ioctl(fd, request, arg, True)
+        else:
+            fcntl.ioctl(fd, request, arg)
+    except OSError as e:
+        raise SyscallError(e.errno) from None
+
+
+def _check_pgrp(t, pgid: int) -> None:
+    """TIOCSPGRP's checks, as Linux's: ESRCH if no process group ``pgid``
+    lives in the sandbox, EPERM if it is in another session."""
+    kernel = t.kernel
+    with kernel.lock:
+        sids = {g.sid for g in kernel.groups.values() if g.pgid == pgid and not g.zombie}
+        exists = any(g.pid == pgid and not g.zombie for g in kernel.groups.values())
+    if not sids:
+        raise SyscallError(errno.EPERM if exists else errno.ESRCH)
+    if sids != {t.group.sid}:
+        raise SyscallError(errno.EPERM)
+
+
 class _Watcher:
-    """Tells subscribers when a host fd becomes ready: a daemon thread
-    polls the fd while someone waits, and ends when nobody does (so idle
-    files hold no thread). Each subscriber is told once, then forgotten: a
-    waiter subscribes again for its next wait. Polling uses a short timeout
-    so new subscribers and a closed fd are noticed."""
+    """Tells subscribers when a host fd's readiness changes. Subscribers
+    stay until they unsubscribe (the OpenFile contract); a daemon thread
+    polls the fd only while there is something to wait for: it waits in
+    poll for the wanted events not ready yet (one already ready, POLLOUT of
+    a terminal, would return at once) and calls every subscriber whenever
+    the set of ready events changes; each rechecks its own condition. It
+    ends when nobody is subscribed, or when every wanted event is ready or
+    the fd failed (so idle files hold no thread); ``add`` and ``kick`` (a
+    read or write through the fd may have cleared an event) start it again.
+    A short timeout notices new subscribers and a closed fd."""
 
     def __init__(self, fd: int, want: int):
         self.fd, self.want = fd, want
         self.lock = threading.Lock()
-        self.waiting: list[Callable[[], None]] = []
+        self.waiting: list[Callable[[], None]] = []  # guarded by lock
         self.running = False  # guarded by lock
+        self.kicked = False  # guarded by lock: readiness may have changed since the thread looked
 
     def add(self, cb: Callable[[], None]) -> None:
         with self.lock:
             self.waiting.append(cb)
-            if self.running:
-                return
-            self.running = True
-        threading.Thread(target=self._run, name=f"sentry-hostfd-{self.fd}", daemon=True).start()
+            self._start()
 
     def remove(self, cb: Callable[[], None]) -> None:
         with self.lock:
             if cb in self.waiting:
                 self.waiting.remove(cb)
 
+    def kick(self) -> None:
+        with self.lock:
+            if self.waiting:
+                self._start()
+
+    def _start(self) -> None:
+        """Caller holds lock."""
+        if self.running:
+            self.kicked = True
+            return
+        self.running = True
+        threading.Thread(target=self._run, name=f"sentry-hostfd-{self.fd}", daemon=True).start()
+
     def _run(self) -> None:
+        last = -1
         while True:
             with self.lock:
                 if not self.waiting:
                     self.running = False
                     return
+                told = list(self.waiting)
+                self.kicked = False
             try:
-                ready = _host_events(self.fd, self.want, 100)
+                ready = _host_events(self.fd, self.want, 0)
             except (OSError, ValueError):
                 ready = POLLERR  # closed: wake everyone, reads will say why
-            if ready:
-                with self.lock:
-                    told, self.waiting = self.waiting, []
+            if ready != last:
+                last = ready
                 for cb in told:
                     cb()
+            if ready & (POLLERR | select.POLLHUP | select.POLLNVAL) or ready & self.want == self.want:
+                with self.lock:  # nothing left to wait for
+                    if not self.kicked:
+                        self.running = False
+                        return
+                continue
+            try:
+                _host_events(self.fd, self.want & ~ready, 100)
+            except (OSError, ValueError):
+                pass
+
+
+# Host fd -> its watchers (by wanted events), shared by every passthrough of
+# that fd: a read through one may clear the readiness another waits for.
+_WATCHERS: dict[int, dict[int, _Watcher]] = {}
+_WATCHERS_LOCK = threading.Lock()
+
+
+def _watcher(fd: int, want: int) -> _Watcher:
+    with _WATCHERS_LOCK:
+        by_want = _WATCHERS.setdefault(fd, {})
+        w = by_want.get(want)
+        if w is None:
+            w = by_want[want] = _Watcher(fd, want)
+        return w
+
+
+def _kick(fd: int) -> None:
+    by_want = _WATCHERS.get(fd)
+    if by_want:
+        for w in list(by_want.values()):
+            w.kick()
 
 
 class HostPassthrough(HostFDFile):
@@ -103,16 +199,28 @@ class HostPassthrough(HostFDFile):
         return not self.regular
 
     def read(self, length: int) -> bytes:
-        if not self.regular and not _host_events(self.hostfd, select.POLLIN, 0):
+        if self.regular:
+            return super().read(length)
+        if not _host_events(self.hostfd, select.POLLIN, 0):
             raise SyscallError(errno.EAGAIN)
-        return super().read(length)
+        try:
+            return super().read(length)
+        finally:
+            _kick(self.hostfd)  # POLLIN may be gone: a waiter elsewhere must not miss the next data
+
+    def write(self, data: bytes) -> int:
+        try:
+            return super().write(data)
+        finally:
+            if not self.regular:
+                _kick(self.hostfd)
 
     def _want(self) -> int:
         return (select.POLLIN if self.readable else 0) | (select.POLLOUT if self.writable else 0)
 
     def subscribe(self, cb: Callable[[], None]) -> None:
         if self.watcher is None:
-            self.watcher = _Watcher(self.hostfd, self._want())
+            self.watcher = _watcher(self.hostfd, self._want())
         self.watcher.add(cb)
 
     def unsubscribe(self, cb: Callable[[], None]) -> None:
@@ -120,21 +228,34 @@ class HostPassthrough(HostFDFile):
             self.watcher.remove(cb)
 
     def ioctl(self, t, request: int, arg: int) -> int:
-        size = _ALLOWED.get(request)
-        if size is None:
-            raise SyscallError(errno.ENOTTY)
-        if request == TIOCGPGRP:
-            # The host's process group means nothing inside: report the caller's.
-            if not os.isatty(self.hostfd):
-                raise SyscallError(errno.ENOTTY)
-            t.mm.copy_out(arg, t.group.pgid.to_bytes(4, "little"))
+        size = _QUERIES.get(request)
+        if size is not None:
+            buf = bytearray(size)
+            _host_ioctl(self.hostfd, request, buf)
+            t.mm.copy_out(arg, bytes(buf))
             return 0
-        buf = bytearray(size)
-        try:
-            fcntl.ioctl(self.hostfd, request, buf, True)
-        except OSError as e:
-            raise SyscallError(e.errno) from None
-        t.mm.copy_out(arg, bytes(buf))
+        if request not in _SETS and request not in (TCFLSH, TIOCGPGRP, TIOCSPGRP) or not os.isatty(self.hostfd):
+            raise SyscallError(errno.ENOTTY)
+        terminals: Terminals = t.kernel.terminals
+        if request in _SETS:
+            new = bytearray(t.mm.copy_in(arg, TERMIOS_SIZE))
+            cur = bytearray(TERMIOS_SIZE)
+            _host_ioctl(self.hostfd, TCGETS, cur)
+            new[C_LINE] = cur[C_LINE]  # the line discipline is the host's (TIOCSETD is never forwarded)
+            terminals.change(self.hostfd, lambda: _host_ioctl(self.hostfd, request, bytes(new)))
+        elif request == TCFLSH:  # arg: TCIFLUSH, TCOFLUSH or TCIOFLUSH (a value, not a pointer)
+            if arg not in (termios.TCIFLUSH, termios.TCOFLUSH, termios.TCIOFLUSH):
+                raise SyscallError(errno.EINVAL)
+            _host_ioctl(self.hostfd, TCFLSH, arg)
+        elif request == TIOCGPGRP:
+            pgid = terminals.foreground(self.hostfd)
+            t.mm.copy_out(arg, (t.group.pgid if pgid is None else pgid).to_bytes(4, "little"))
+        else:  # TIOCSPGRP: within the sandbox only
+            pgid = int.from_bytes(t.mm.copy_in(arg, 4), "little", signed=True)
+            if pgid < 0:
+                raise SyscallError(errno.EINVAL)
+            _check_pgrp(t, pgid)
+            terminals.set_foreground(self.hostfd, pgid)
         return 0
 
     def readiness(self) -> int:
@@ -191,6 +312,142 @@ class StdioNode(Node):
         if acc != self.host_mode and self.host_mode != O_RDWR:
             raise SyscallError(errno.EACCES)
         return HostPassthrough(self, path, flags, self.hostfd, owned=False)
+
+
+class TerminalNode(StdioNode):
+    """/dev/pts/N of a host terminal the guest's stdio are: the terminal's
+    stat; opening it makes another passthrough of one of those borrowed
+    fds (``fds``: (host fd, its access mode)) that allows the access mode
+    asked for, else EACCES (the host's /dev/pts/N is never opened)."""
+
+    __slots__ = ("fds",)
+
+    def __init__(self, fds: list[tuple[int, int]]):
+        super().__init__(*fds[0])
+        self.fds = fds
+
+    def open(self, path, flags, ctx):
+        acc = flags & O_ACCMODE
+        for fd, mode in self.fds:
+            if mode in (acc, O_RDWR):
+                return HostPassthrough(self, path, flags, fd, owned=False)
+        raise SyscallError(errno.EACCES)
+
+
+def terminal_id(fd: int) -> int:
+    """Which host terminal ``fd`` is: its device number (TIOCGDEV, so an fd
+    of /dev/tty names the real terminal), or st_rdev."""
+    buf = bytearray(4)
+    try:
+        fcntl.ioctl(fd, TIOCGDEV, buf, True)
+        return int.from_bytes(buf, "little")
+    except OSError:
+        pass
+    try:
+        return os.fstat(fd).st_rdev
+    except OSError as e:
+        raise SyscallError(e.errno) from None
+
+
+def _put_back(fd: int, saved: bytes) -> None:
+    """Set host terminal ``fd``'s termios to ``saved`` now (TCSETS), even
+    from a background process group: SIGTTOU is blocked meanwhile, so the
+    host kernel allows it rather than stopping the Sentry. Errors (the
+    terminal hung up) are ignored: there is nothing left to restore."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
+    try:
+        fcntl.ioctl(fd, TCSETS, saved)
+    except OSError:
+        pass
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class Terminals:
+    """The host terminals of one sandbox (``Kernel.terminals``): which the
+    guest's stdio are (/dev/pts), the termios each had before the guest
+    first changed it, and the foreground process group the guest set.
+
+    ``restore`` (at the sandbox's end) puts the saved termios back; a change
+    still in flight then (TCSETSW waits for output to drain) is undone as
+    it completes, and later changes fail with EIO.
+
+    Lock order: Terminals.lock is a leaf."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pts: dict[bytes, TerminalNode] = {}  # /dev/pts: set by add_stdio before the guest runs
+        # terminal_id -> (our CLOEXEC dup of one of its fds, its termios before the first change).
+        self.saved: dict[int, tuple[int, bytes]] = {}  # guarded by lock
+        self.fg: dict[int, int] = {}  # terminal_id -> foreground pgid in the sandbox; guarded by lock
+        self.restored = False  # guarded by lock
+
+    def add_stdio(self, host_fds: tuple[int, int, int]) -> None:
+        """The guest's stdio are the host fds ``host_fds`` (-1: closed):
+        those that are terminals named /dev/pts/N appear in /dev/pts."""
+        by_name: dict[bytes, list[tuple[int, int]]] = {}
+        for fd in host_fds:
+            try:
+                if fd < 0 or not os.isatty(fd):
+                    continue
+                name = os.ttyname(fd)
+                mode = fcntl.fcntl(fd, fcntl.F_GETFL) & O_ACCMODE
+            except OSError:
+                continue
+            n = name.removeprefix("/dev/pts/")
+            if n != name and n.isdigit():
+                by_name.setdefault(n.encode(), []).append((fd, mode))
+        self.pts = {**self.pts, **{n: TerminalNode(fds) for n, fds in by_name.items()}}
+
+    def change(self, hostfd: int, apply: Callable[[], None]) -> None:
+        """Run ``apply`` (a termios change of host terminal ``hostfd``),
+        saving the terminal's termios first if this is the first change.
+        EIO once the sandbox has ended."""
+        key = terminal_id(hostfd)
+        with self.lock:
+            if self.restored:
+                raise SyscallError(errno.EIO)
+            if key not in self.saved:
+                cur = bytearray(TERMIOS_SIZE)
+                try:
+                    dup = fcntl.fcntl(hostfd, fcntl.F_DUPFD_CLOEXEC, 3)
+                except OSError as e:
+                    raise SyscallError(e.errno) from None
+                try:
+                    _host_ioctl(dup, TCGETS, cur)
+                except SyscallError:
+                    os.close(dup)
+                    raise
+                self.saved[key] = (dup, bytes(cur))
+        try:
+            apply()
+        finally:
+            with self.lock:
+                if self.restored:  # restored while we changed it: undo
+                    _put_back(hostfd, self.saved[key][1])
+
+    def restore(self) -> None:
+        """The sandbox has ended: every terminal the guest changed gets the
+        termios it had before (once; later calls do nothing)."""
+        with self.lock:
+            if self.restored:
+                return
+            self.restored = True
+            saved = list(self.saved.values())
+        for dup, termios_ in reversed(saved):  # the earliest save wins, should two name one terminal
+            _put_back(dup, termios_)
+            os.close(dup)
+
+    def foreground(self, hostfd: int) -> int | None:
+        """The foreground process group set with TIOCSPGRP, or None."""
+        key = terminal_id(hostfd)
+        with self.lock:
+            return self.fg.get(key)
+
+    def set_foreground(self, hostfd: int, pgid: int) -> None:
+        key = terminal_id(hostfd)
+        with self.lock:
+            self.fg[key] = pgid
 
 
 # The Sentry's fds 0-2 that were closed when it started (plug_closed_stdio).

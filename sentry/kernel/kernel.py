@@ -26,6 +26,7 @@ from sentry.config import Config
 from sentry.errors import ExecError, GuestExit, SyscallError
 from sentry.fs.context import FSContext
 from sentry.fs.fdtable import FDTable
+from sentry.fs.stdio import Terminals
 from sentry.fs.vfs import VFS
 from sentry.kernel import signals
 from sentry.kernel.cputime import fold_exited_task
@@ -60,6 +61,7 @@ class Kernel:
         self.done = threading.Event()  # set when init has exited
         self.init_status: int | None = None
         self.crash: BaseException | None = None
+        self.terminals = Terminals()  # the host terminals' termios, restored by close()
         self.boot_ns = time.monotonic_ns()
         if config.cpus is not None:  # threads and stubs started from now on inherit it
             os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:config.cpus])
@@ -151,6 +153,7 @@ class Kernel:
         group = ThreadGroup(pid, None, "")
         group.start_ns = time.monotonic_ns()
         fs = FSContext.initial(self.vfs, self.config.cwd)
+        self.terminals.add_stdio(stdio)
         fds = FDTable.stdio(stdio)
         fds.limit = min(fds.limit, self.config.nofile_limit)  # RLIMIT_NOFILE's soft limit
         task = Task(self, pid, group, None, fds, fs, None, self.platform.new_context())  # type: ignore[arg-type]
@@ -344,6 +347,7 @@ class Kernel:
     def close(self) -> None:
         """After the sandbox ended: wait briefly for task threads, then
         release every stub and the MemoryFile."""
+        self.terminals.restore()  # first: the user's terminal never stays raw
         deadline = time.monotonic() + 5
         while self.threads_running and time.monotonic() < deadline:  # their teardown still uses the MemoryFile
             time.sleep(0.005)
