@@ -18,6 +18,7 @@ from sentry.fs.fdtable import FDTable
 from sentry.fs.file import O_CLOEXEC, O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY, POLLHUP, POLLIN, POLLOUT
 from sentry.fs.pipe import PIPE_BUF, new_pipe
 from sentry.fs.vfs import VFS
+from sentry.kernel.cputime import CpuTimes
 from sentry.kernel.task import Task, ThreadGroup
 
 
@@ -135,6 +136,90 @@ def test_proc_system_files(vfs, task):
     assert read(vfs, task, b"/proc/stat").count(b"\ncpu") == n
     assert _errno(vfs.open, task.fs, None, b"/proc/cpuinfo", O_WRONLY, 0, task) == errno.EACCES
     assert _errno(vfs.mkdir, task.fs, None, b"/proc/x", 0o755, task) == errno.EACCES
+
+
+def _kernel_of(task, clock_ns: int) -> None:
+    """Give the fake kernel what the system-wide files read: the group
+    table, the start time, the next PID."""
+    task.kernel.groups = {task.group.pid: task.group}
+    task.kernel.boot_ns = clock_ns
+    task.kernel._next_pid = 12
+
+
+def _spawn(task, tid: int, group: ThreadGroup | None = None) -> Task:
+    """Another task of the fake kernel: a new process (``group``) or a thread."""
+    group = group or task.group
+    t = Task(task.kernel, tid, group, task.mm, task.fds, task.fs, None, None)
+    t.comm = b"t%d" % tid
+    group.tasks.append(t)
+    task.kernel.tasks[tid] = t
+    if group.pid == tid:
+        task.kernel.groups[tid] = group
+    return t
+
+
+def test_proc_states(vfs, task):
+    """R running, S parked in an interruptible wait, D in another, T stopped,
+    Z a zombie (listed until reaped); task/TID shows each thread."""
+    import time
+
+    _kernel_of(task, time.monotonic_ns())
+    state = lambda path: read(vfs, task, path).split()[2]  # noqa: E731
+    sleeper = _spawn(task, 8, ThreadGroup(8, task.group, "/bin/sleep"))
+    sleeper.parked = "S"
+    assert state(b"/proc/8/stat") == b"S" and b"State:\tS (sleeping)\n" in read(vfs, task, b"/proc/8/status")
+    sleeper.parked = "D"
+    assert state(b"/proc/8/stat") == b"D"
+    sleeper.parked = ""
+    assert state(b"/proc/8/stat") == b"R"
+    sleeper.group.stopped = True
+    assert state(b"/proc/8/stat") == b"T" and b"State:\tT (stopped)\n" in read(vfs, task, b"/proc/8/status")
+    # a thread: its own line in task/, its process's in /proc/PID
+    thread = _spawn(task, 9)
+    thread.parked = "S"
+    assert state(b"/proc/7/task/9/stat") == b"S" and state(b"/proc/7/task/7/stat") == b"R"
+    assert read(vfs, task, b"/proc/7/task/9/stat").startswith(b"9 (t9) S ")
+    assert b"Pid:\t9\n" in read(vfs, task, b"/proc/7/task/9/status")
+    assert state(b"/proc/7/stat") == b"R"
+    # a zombie: Z, no memory, its program's name, its exit code
+    zombie = _spawn(task, 10, ThreadGroup(10, task.group, "/usr/bin/true"))
+    zombie.group.tasks.clear()
+    del task.kernel.tasks[10]
+    zombie.group.zombie, zombie.group.exit_status = True, 3 << 8
+    assert read(vfs, task, b"/proc/10/stat").startswith(b"10 (true) Z 7 ")
+    assert read(vfs, task, b"/proc/10/stat").split()[-1] == b"768"
+    assert b"State:\tZ (zombie)\n" in read(vfs, task, b"/proc/10/status")
+    assert read(vfs, task, b"/proc/10/cmdline") == b""
+    listed = {n for n, _, _ in vfs.lookup(task.fs, None, b"/proc", True, task).readdir(task)}
+    assert {b"7", b"8", b"10"} <= listed
+    del task.kernel.groups[10]  # reaped
+    assert _errno(vfs.lookup, task.fs, None, b"/proc/10", True, task) == errno.ENOENT
+
+
+def test_proc_uptime_loadavg_and_stat_are_the_sandboxs(vfs, task):
+    import time
+
+    _kernel_of(task, time.monotonic_ns() - 3_000_000_000)  # started 3 s ago
+    up, idle = map(float, read(vfs, task, b"/proc/uptime").split())
+    assert 3.0 <= up < 4.0 and 0 <= idle <= up * len(os.sched_getaffinity(0))
+    sleeper = _spawn(task, 8, ThreadGroup(8, task.group, "/bin/sleep"))
+    sleeper.parked = "S"
+    load = read(vfs, task, b"/proc/loadavg").split()
+    assert load[3:] == [b"1/2", b"11"]  # this task runs, the sleeper does not; PIDs 1-11 handed out
+    assert 0 < float(load[0]) <= 1 and float(load[0]) >= float(load[1]) >= float(load[2])
+    task.user_ns, task.sys_ns = 2_000_000_000, 500_000_000  # 200 and 50 ticks
+    task.group.children_times = CpuTimes(100_000_000, 0)  # a reaped child's 10
+    stat = read(vfs, task, b"/proc/stat").decode().splitlines()
+    cpu = stat[0].split()
+    assert cpu[0] == "cpu" and (int(cpu[1]), int(cpu[3])) == (210, 50)
+    rows = dict(line.split(" ", 1) for line in stat if not line.startswith("cpu"))
+    assert abs(int(rows["btime"]) - (time.time() - up)) <= 2
+    assert rows["processes"] == "11" and rows["procs_running"] == "1" and rows["procs_blocked"] == "0"
+    task.group.children_times = CpuTimes()  # an auto-reaped child's time is lost: never less than before
+    assert int(read(vfs, task, b"/proc/stat").split()[1]) == 210
+    # start times count from the sandbox's start, in ticks
+    task.group.start_ns = task.kernel.boot_ns + 1_500_000_000
+    assert read(vfs, task, b"/proc/self/stat").split()[21] == b"150"
 
 
 def test_dev(vfs, task):

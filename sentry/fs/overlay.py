@@ -17,6 +17,12 @@ it is opaque. Renaming a lower directory moves the node: it keeps reading
 its content from its original host path, and a whiteout hides the old name.
 With ``host=None`` the same classes make a tmpfs (nothing below).
 
+Hard links of the rootfs stay linked, as in Linux's overlayfs with
+index=on and in gVisor: every name of one lower inode (a non-directory
+whose host link count is above 1, keyed by host dev and inode) resolves to
+one node, so its copy-up (content, metadata, link count) is seen through
+every name (``OverlayFS.lower_node``).
+
 ``writable=False`` (``--overlay=none``) makes every mutation fail with
 EROFS.
 
@@ -52,6 +58,10 @@ class OverlayFS(FileSystem):
         self.host = HostRoot(host) if host is not None else None
         self.writable = writable
         self.lock = threading.RLock()
+        # The node of each hard-linked lower inode, by host (st_dev, st_ino):
+        # kept for the life of the file system, since a copied-up node must
+        # stay the one its other names find even while no directory caches it.
+        self.lower_links: dict[tuple[int, int], OvNode] = {}
         # Bytes of file content held in memory, and the most allowed (as a
         # tmpfs: half the host's memory by default); beyond it, ENOSPC.
         self.used = 0
@@ -85,11 +95,21 @@ class OverlayFS(FileSystem):
             raise err(errno.EROFS)
 
     def lower_node(self, rel: bytes, st: os.stat_result) -> "OvNode":
+        """The node for the lower entry at ``rel`` (host lstat ``st``): a new
+        one, or for a hard-linked inode the node its other names share."""
         fmt = S.S_IFMT(st.st_mode)
+        linked = fmt != S.S_IFDIR and st.st_nlink > 1
+        if linked:
+            node = self.lower_links.get((st.st_dev, st.st_ino))
+            if node is not None:
+                return node
         cls = OvDir if fmt == S.S_IFDIR else OvFile if fmt == S.S_IFREG else \
             OvSymlink if fmt == S.S_IFLNK else OvSpecial
         node = cls(self, rel, None)
         node.hstat = st
+        if linked:
+            with self.lock:
+                node = self.lower_links.setdefault((st.st_dev, st.st_ino), node)
         return node
 
 

@@ -117,6 +117,7 @@ class Task:
         self.exited = False
         self.user_ns = 0  # in the guest, and in switch (sentry.kernel.cputime)
         self.sys_ns = 0  # in the Sentry, not parked
+        self.parked = ""  # "S" (interruptible) or "D" while blocked in sentry.kernel.wait: /proc's state
 
     def signal_pending(self) -> bool:
         """A signal is deliverable now (or the process is exiting)."""

@@ -135,9 +135,11 @@ def wait_until(task: "Task", queues: Iterable[WaitQueue], ready: Callable[[], bo
         if timeout_ns is not None:
             timeout_ns -= SPIN_NS
     parked = time.perf_counter_ns()
+    task.parked = "S" if interruptible else "D"  # what /proc/PID/stat shows (sentry.fs.proc)
     try:
         return LOOP.run(_wait, task, list(queues), ready, timeout_ns, interruptible)
     finally:
+        task.parked = ""
         task.sys_ns -= time.perf_counter_ns() - parked  # not running (sentry.kernel.cputime)
 
 
@@ -184,7 +186,9 @@ def sleep(task: "Task", ns: int) -> None:
     thread (a signal then waits for the end of that sleep)."""
     if ns <= SHORT_SLEEP_NS:
         parked = time.perf_counter_ns()
+        task.parked = "S"
         time.sleep(max(ns, 0) / 1e9)
+        task.parked = ""
         task.sys_ns -= time.perf_counter_ns() - parked
         return
     try:
