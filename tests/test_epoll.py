@@ -1,6 +1,7 @@
 """epoll (level-triggered, EPOLLET, EPOLLONESHOT) over a pipe, a socket
-and eventfds, eventfd semaphores, timerfd and signalfd, on every platform:
-the output must match a native run."""
+and eventfds, eventfd semaphores, timerfd and signalfd; EPOLLET on pipes;
+ppoll, pselect6 and epoll_pwait(2) under a temporary signal mask. On every
+platform: the output must match a native run."""
 from __future__ import annotations
 
 import os
@@ -18,6 +19,21 @@ def test_events_match_native(sentry, cprog, part):
     want = native(prog, part)
     assert want.returncode == 0, want.stdout
     got = sentry.run(prog, part, timeout=120)
+    assert got.returncode == 0, got.stdout.decode() + got.stderr.decode()[-2000:]
+    assert got.stdout.decode() == want.stdout.decode()
+
+
+@pytest.mark.parametrize("prog", ["epoll_edge", "wait_sigmask"])
+def test_matches_native(sentry, cprog, prog):
+    """epoll_edge: an EPOLLET item on a pipe reports again only on a new
+    event (a write; a read from a full pipe; a close), not on any activity.
+    wait_sigmask: a signal the temporary mask of ppoll, pselect6,
+    epoll_pwait or epoll_pwait2 lets in runs its handler under that mask
+    and the call returns EINTR (it used to restart forever)."""
+    binary = cprog(prog)
+    want = native(binary)
+    assert want.returncode == 0, want.stdout
+    got = sentry.run(binary, timeout=60)
     assert got.returncode == 0, got.stdout.decode() + got.stderr.decode()[-2000:]
     assert got.stdout.decode() == want.stdout.decode()
 

@@ -4,24 +4,32 @@ In a nutshell: each ``Item`` subscribes to its file; the callback marks
 the item ``triggered`` and notifies the epoll file's own subscribers (the
 waiting epoll_wait calls, or an outer poll/epoll). ``collect`` scans the
 interest list: level-triggered items report whenever their file is ready;
-edge-triggered (EPOLLET) items only if their file changed since they last
+edge-triggered (EPOLLET) items only if a new event came since they last
 reported; EPOLLONESHOT items are disabled after one report until
-EPOLL_CTL_MOD. Epoll files may watch epoll files, without loops and at
-most MAX_NESTS deep (ELOOP), so readiness checks always end. An item goes away with its file: once the last descriptor
-of the file is closed (refs == 0) the scan drops it, as Linux does at
-close.
+EPOLL_CTL_MOD. A callback does not say which event happened, and a pipe
+calls back on any change (its two ends share one subscriber list), so an
+edge-triggered item on a pipe keeps a snapshot of it (``_edge_state``) and
+re-arms only on what Linux's keyed wake-ups would report (``_is_edge``):
+data written (EPOLLIN), a read from a full pipe (EPOLLOUT), an end opened
+or closed; on other files every callback re-arms. Epoll files may watch
+epoll files, without loops and at most MAX_NESTS deep (ELOOP), so
+readiness checks always end. An item goes away with its file: once the
+last descriptor of the file is closed (refs == 0) the scan drops it, as
+Linux does at close.
 
 Lock order: EpollFile.lock > whatever a file's ``readiness`` takes.
-Callbacks take no lock (they set a flag and notify).
+Callbacks take only EpollFile.edge_lock (a leaf), then set a flag and notify.
 """
 from __future__ import annotations
 
 import errno
+import threading
 from typing import Callable
 
 from sentry.errors import SyscallError
 from sentry.fs.anon import AnonFile
 from sentry.fs.file import POLLIN, POLLOUT, DirFile, OpenFile, SeekableFile
+from sentry.fs.pipe import PIPE_BUF, PipeEnd
 
 EPOLLIN, EPOLLPRI, EPOLLOUT, EPOLLERR, EPOLLHUP, EPOLLRDHUP = 0x1, 0x2, 0x4, 0x8, 0x10, 0x2000
 EPOLLEXCLUSIVE, EPOLLWAKEUP, EPOLLONESHOT, EPOLLET = 1 << 28, 1 << 29, 1 << 30, 1 << 31
@@ -32,8 +40,35 @@ _POLLRDNORM, _POLLWRNORM = 0x40, 0x100
 MAX_NESTS = 4  # Linux's EP_MAX_NESTS: epoll files watching epoll files, at most this deep
 
 
+def _edge_state(file: OpenFile) -> tuple | None:
+    """What an edge-triggered item on ``file`` compares between callbacks
+    to tell a new event from other activity; None where every callback is
+    an event. Read without the file's lock: a callback comes after the
+    change it reports."""
+    if isinstance(file, PipeEnd):
+        p = file.pipe
+        return len(p.buf), p.readers, p.writers, p.read_opens, p.write_opens
+    return None
+
+
+def _is_edge(item: "Item", before: tuple | None, after: tuple | None) -> bool:
+    """Whether the change from ``before`` to ``after`` re-arms ``item``, as
+    Linux's pipe wake-ups do (fs/pipe.c, filtered by ep_poll_callback on
+    the item's events): every write wakes the readers with EPOLLIN; a read
+    wakes the writers with EPOLLOUT only if the pipe was full (here: not
+    writable) when it began; an open or a close wakes everyone."""
+    if before is None or after is None or before[1:] != after[1:]:
+        return True
+    file = item.file
+    grew, shrank = after[0] > before[0], after[0] < before[0]
+    if grew and file.reads and item.events & (EPOLLIN | _POLLRDNORM):
+        return True
+    was_full = file.pipe.capacity - before[0] < PIPE_BUF
+    return shrank and was_full and file.writes and bool(item.events & (EPOLLOUT | _POLLWRNORM))
+
+
 class Item:
-    __slots__ = ("file", "fd", "events", "data", "triggered", "disabled", "callback")
+    __slots__ = ("file", "fd", "events", "data", "triggered", "disabled", "callback", "state")
 
     def __init__(self, file: OpenFile, fd: int, events: int, data: int, callback: Callable[[], None]):
         self.file = file
@@ -43,6 +78,7 @@ class Item:
         self.triggered = True  # a new or modified item is checked once even if edge-triggered
         self.disabled = False  # EPOLLONESHOT fired
         self.callback = callback
+        self.state = _edge_state(file)  # as of the last callback (or ADD/MOD); guarded by edge_lock
 
 
 class EpollFile(AnonFile):
@@ -51,6 +87,7 @@ class EpollFile(AnonFile):
     def __init__(self, flags: int):
         super().__init__(flags)
         self.items: dict[tuple[int, int], Item] = {}  # (fd, id(file)) -> Item; guarded by lock
+        self.edge_lock = threading.Lock()
 
     def ctl(self, op: int, fd: int, file: OpenFile, events: int, data: int) -> None:
         """EPOLL_CTL_ADD/MOD/DEL of (fd, file). Errors: EEXIST, ENOENT,
@@ -77,6 +114,8 @@ class EpollFile(AnonFile):
                     raise SyscallError(errno.EINVAL)
                 item.events, item.data = events, data
                 item.triggered, item.disabled = True, False
+                with self.edge_lock:
+                    item.state = _edge_state(file)
             elif op == EPOLL_CTL_DEL:
                 del self.items[key]
             else:
@@ -101,6 +140,12 @@ class EpollFile(AnonFile):
 
     def _callback(self, item: Item) -> Callable[[], None]:
         def changed() -> None:
+            if item.events & EPOLLET:
+                with self.edge_lock:
+                    before = item.state
+                    item.state = after = _edge_state(item.file)
+                if not _is_edge(item, before, after):
+                    return  # nothing it could report: no wake-up either
             item.triggered = True
             self.notify()
         return changed

@@ -256,7 +256,7 @@ def _setup_frame(task: Task, signo: int, info: bytes, action: SigAction) -> None
         # No room for the frame: Linux forces SIGSEGV with the default action.
         task.kernel.exit_group(task.group, killed_status(S.SIGSEGV))
         raise GuestExit(task.group.exit_status)  # type: ignore[arg-type]
-    new_mask = mask | action.mask
+    new_mask = task.signal_mask | action.mask  # the mask in force (sigsuspend's, ppoll's), as signal_setup_done
     if not action.flags & SA_NODEFER:
         new_mask |= bit(signo)
     task.signal_mask = new_mask & ~UNBLOCKABLE

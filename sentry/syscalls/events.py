@@ -5,6 +5,8 @@ epoll_wait waits in the kernel's trio loop for the epoll file's
 subscribers to be told of a change, then rescans. A signal ends the wait
 with ERESTARTNOHAND: EINTR if a handler runs, else the call restarts (a
 blocked signal for a signalfd in the interest list wakes it this way).
+epoll_pwait and epoll_pwait2 wait under a temporary signal mask as ppoll
+does (sentry.syscalls.poll.with_sigmask).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from sentry.fs.signalfd import SignalFD
 from sentry.fs.timerfd import CLOCKS, TimerFD
 from sentry.kernel.task import Task
 from sentry.kernel.wait import ERESTARTNOHAND, WaitQueue, wait_until
+from sentry.syscalls.poll import with_sigmask
 from sentry.syscalls.spec import FD, Enum, Flags, Hex, Int, OutStruct, Ptr, Size, Struct, UInt, entries, s32, supported
 
 _EVENT = struct.Struct("<IQ")  # struct epoll_event is packed on x86-64
@@ -26,7 +29,6 @@ _ITIMERSPEC = struct.Struct("<qqqq")  # it_interval, it_value
 MAX_EVENTS = (1 << 31) // _EVENT.size
 TFD_TIMER_ABSTIME, TFD_TIMER_CANCEL_ON_SET = 1, 2
 NSEC = 1_000_000_000
-UNBLOCKABLE = (1 << 8) | (1 << 18)
 
 CTL_OPS = {1: "EPOLL_CTL_ADD", 2: "EPOLL_CTL_DEL", 3: "EPOLL_CTL_MOD"}
 FD_FLAGS = {0o2000000: "CLOEXEC", 0o4000: "NONBLOCK", 1: "EFD_SEMAPHORE"}
@@ -103,26 +105,12 @@ def _ms(timeout: int) -> int | None:
     return None if ms < 0 else ms * 1_000_000
 
 
-def _with_mask(t: Task, mask_addr: int, size: int, call):
-    """Run ``call`` with the signal mask at ``mask_addr`` (if any)."""
-    if not mask_addr:
-        return call()
-    if size != 8:
-        raise SyscallError(errno.EINVAL)
-    old = t.signal_mask
-    t.signal_mask = t.mm.read_u64(mask_addr) & ~UNBLOCKABLE
-    try:
-        return call()
-    finally:
-        t.signal_mask = old
-
-
 def sys_epoll_wait(t: Task, epfd: int, events: int, maxevents: int, timeout: int) -> int:
     return _epoll_wait(t, epfd, events, maxevents, _ms(timeout))
 
 
 def sys_epoll_pwait(t: Task, epfd: int, events: int, maxevents: int, timeout: int, mask: int, size: int) -> int:
-    return _with_mask(t, mask, size, lambda: _epoll_wait(t, epfd, events, maxevents, _ms(timeout)))
+    return with_sigmask(t, mask, size, lambda: _epoll_wait(t, epfd, events, maxevents, _ms(timeout)))
 
 
 def sys_epoll_pwait2(t: Task, epfd: int, events: int, maxevents: int, timeout: int, mask: int, size: int) -> int:
@@ -132,7 +120,7 @@ def sys_epoll_pwait2(t: Task, epfd: int, events: int, maxevents: int, timeout: i
         if sec < 0 or not 0 <= nsec < NSEC:
             raise SyscallError(errno.EINVAL)
         timeout_ns = sec * NSEC + nsec
-    return _with_mask(t, mask, size, lambda: _epoll_wait(t, epfd, events, maxevents, timeout_ns))
+    return with_sigmask(t, mask, size, lambda: _epoll_wait(t, epfd, events, maxevents, timeout_ns))
 
 
 # --- eventfd ---------------------------------------------------------------------

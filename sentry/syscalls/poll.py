@@ -4,6 +4,8 @@ A file reports the POLL* bits that hold now (``readiness``) and calls back
 when they may have changed (``subscribe``); a blocked poll waits on one
 WaitQueue that those callbacks notify, in the kernel's trio loop, so
 signals interrupt it (EINTR after a handler; otherwise the call goes on, as on Linux).
+ppoll and pselect6 wait under a temporary signal mask (``with_sigmask``,
+shared with epoll_pwait) that stays until a signal it let in is delivered.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import struct
 
 from sentry.errors import SyscallError
 from sentry.fs.file import POLLERR, POLLHUP, POLLIN, POLLOUT
+from sentry.kernel.signals import UNBLOCKABLE
 from sentry.kernel.task import Task
 from sentry.kernel.wait import ERESTARTNOHAND, WaitQueue, wait_until
 from sentry.syscalls.time import read_timespec_ns
@@ -94,19 +97,42 @@ def sys_poll(t: Task, addr: int, nfds: int, timeout_ms: int) -> int:
     return _poll(t, addr, nfds, None if ms < 0 else ms * 1_000_000)
 
 
-def _with_mask(t: Task, mask_addr: int, call):
+def with_sigmask(t: Task, mask_addr: int, size: int, call):
+    """Run ``call`` under the signal mask at ``mask_addr`` (none: as is),
+    the way rt_sigsuspend does: the caller's mask waits in ``t.saved_mask``.
+    If a signal ends the call (ERESTARTNOHAND), the temporary mask stays in
+    force until the signal is delivered on the way back to the guest
+    (sentry.kernel.signals.deliver): a handler runs under it, its frame
+    holds the saved mask for rt_sigreturn, and the call returns EINTR; with
+    no handler the saved mask comes back and the call restarts. Any other
+    outcome restores the mask now, so a signal the temporary mask let
+    through stays pending (Linux's restore_saved_sigmask_unless)."""
     if not mask_addr:
         return call()
-    old = t.signal_mask
-    t.signal_mask = t.mm.read_u64(mask_addr) & ~((1 << 8) | (1 << 18))
+    if size != 8:
+        raise SyscallError(errno.EINVAL)
+    mask = t.mm.read_u64(mask_addr)
+    t.saved_mask = t.signal_mask
+    t.signal_mask = mask & ~UNBLOCKABLE
     try:
-        return call()
-    finally:
-        t.signal_mask = old
+        result = call()
+    except SyscallError as e:
+        if e.errno == ERESTARTNOHAND and t.pending | t.group.pending:
+            raise  # deliver() restores the mask
+        _restore_mask(t)
+        raise
+    _restore_mask(t)
+    return result
+
+
+def _restore_mask(t: Task) -> None:
+    if t.saved_mask is not None:
+        t.signal_mask, t.saved_mask = t.saved_mask, None
 
 
 def sys_ppoll(t: Task, addr: int, nfds: int, timeout: int, mask: int, masksize: int) -> int:
-    return _with_mask(t, mask, lambda: _poll(t, addr, nfds, _read_timespec_ns(t, timeout)))
+    timeout_ns = _read_timespec_ns(t, timeout)
+    return with_sigmask(t, mask, masksize, lambda: _poll(t, addr, nfds, timeout_ns))
 
 
 def _select(t: Task, nfds: int, rd: int, wr: int, ex: int, timeout_ns: int | None) -> int:
@@ -147,8 +173,9 @@ def sys_select(t: Task, nfds: int, rd: int, wr: int, ex: int, timeout: int) -> i
 
 
 def sys_pselect6(t: Task, nfds: int, rd: int, wr: int, ex: int, timeout: int, sigmask: int) -> int:
-    mask_addr = struct.unpack("<QQ", t.mm.copy_in(sigmask, 16))[0] if sigmask else 0
-    return _with_mask(t, mask_addr, lambda: _select(t, nfds, rd, wr, ex, _read_timespec_ns(t, timeout)))
+    mask_addr, size = struct.unpack("<QQ", t.mm.copy_in(sigmask, 16)) if sigmask else (0, 0)
+    timeout_ns = _read_timespec_ns(t, timeout)
+    return with_sigmask(t, mask_addr, size, lambda: _select(t, nfds, rd, wr, ex, timeout_ns))
 
 
 ENTRIES = entries(
