@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import sys
 from typing import TYPE_CHECKING
 
 from platforms import base
@@ -52,7 +53,22 @@ def run_program(config: Config, argv: list[bytes], envp: list[bytes], policy: "P
     sandbox = Sandbox.from_config(dataclasses.replace(config, env=list(envp)), policy)
     proc = sandbox.start(argv, stdin=INHERIT, stdout=INHERIT, stderr=INHERIT)
     with _forward_signals(proc):
-        return proc.wait(config.timeout)
+        status = proc.wait(config.timeout)
+    _report_lost_trace(proc)
+    return status
+
+
+def _report_lost_trace(proc: "Process") -> None:
+    """One line on stderr if tracing stopped on a sink whose write failed
+    (``--strace 2>&1 | head``: EPIPE). Best effort, never raises: stderr
+    may be the very pipe that broke."""
+    tracer = proc.kernel.tracer
+    if tracer is None or not tracer.failures or sys.stderr is None:
+        return
+    try:
+        print(f"sentry: --strace: stopped writing {'; '.join(tracer.failures)}", file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from sentry.api import Sandbox, SandboxError
+from sentry.api import DEVNULL, Sandbox, SandboxError
 from sentry.policy import (Deny, Kill, Policy, PolicyError, Return, WriteLog, compose, exec_allowlist,
                            load_policy_file, no_network, read_only)
 from sentry.syscalls.table import dispatch_list
@@ -135,6 +135,19 @@ def test_hook_that_raises_ends_the_run(platform):
     policy.syscall("uname")(lambda call: 1 / 0)
     with pytest.raises(PolicyError, match="ZeroDivisionError"):
         run(platform, policy, "uname")
+
+
+@pytest.mark.parametrize("kind", ["exit", "exec", "clone"])
+def test_event_hook_that_raises_ends_the_run(platform, kind):
+    """As a raising system-call hook does: at once, with PolicyError (an
+    exit hook that raised kept the sandbox from ending until the timeout)."""
+    policy = Policy()
+    policy.event(kind)(lambda event: 1 / 0)
+    sandbox = Sandbox(platform=platform, policy=policy)
+    with sandbox.start(["/bin/sh", "-c", "/bin/true; /bin/true"], stdout=DEVNULL, stderr=DEVNULL) as proc:
+        with pytest.raises(PolicyError, match=f"on {kind} raised ZeroDivisionError"):
+            proc.wait(TIMEOUT)
+        assert not proc.timed_out
 
 
 # ------------------------------------------------------------ ready policies

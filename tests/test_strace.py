@@ -9,9 +9,11 @@ normalized away; everything else must match byte for byte.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -109,6 +111,96 @@ def test_strace_log_file_and_filter(sentry, golden_prog, tmp_path):
     assert enters[-6:] == ["write", "write", "write", "openat", "write", "openat"]
     assert set(enters) == {"write", "openat"}
     assert ("P", "exit") in calls  # process events are never filtered
+
+
+IOVEC_GOLDEN = r"""
+[   1:   1] strace_iovec E getppid()
+[   1:   1] strace_iovec X getppid() = 0 (0x0) (DUR)
+[   1:   1] strace_iovec E writev(0x1 pipe:[INO], ADDR [{base=ADDR, len=6, "hello "}, {base=ADDR, len=0}, {base=ADDR, len=6, "world\n"}], 3)
+[   1:   1] strace_iovec X writev(0x1 pipe:[INO], ..., 3) = 12 (0xc) (DUR)
+[   1:   1] strace_iovec E writev(0x1 pipe:[INO], ADDR [{base=ADDR, len=20, "0123456789abcdefghij"}, {base=ADDR, len=17, "klmnopqrstuv"...}], 2)
+[   1:   1] strace_iovec X writev(0x1 pipe:[INO], ..., 2) = 37 (0x25) (DUR)
+[   1:   1] strace_iovec E writev(0x4 pipe:[INO], ADDR [{base=ADDR, len=6, "hello "}], 1)
+[   1:   1] strace_iovec X writev(0x4 pipe:[INO], ..., 1) = 6 (0x6) (DUR)
+[   1:   1] strace_iovec E readv(0x3 pipe:[INO], ADDR, 2)
+[   1:   1] strace_iovec X readv(0x3 pipe:[INO], ADDR [{base=ADDR, len=4, "hell"}, {base=ADDR, len=8, "o "}], 2) = 6 (0x6) (DUR)
+[   1:   1] strace_iovec E pwritev(0x4 pipe:[INO], ADDR [{base=ADDR, len=6, "hello "}, {base=ADDR, len=0}, {base=ADDR, len=6, "world\n"}], 3, 0, 0)
+[   1:   1] strace_iovec X pwritev(0x4 pipe:[INO], ..., 3, 0, 0) = -29 (0xffffffffffffffe3) errno=29 (ESPIPE) (DUR)
+[   1:   1] strace_iovec E pwritev2(0x4 pipe:[INO], ADDR [{base=ADDR, len=6, "hello "}, {base=ADDR, len=0}, {base=ADDR, len=6, "world\n"}], 3, -1, -1, 0x0)
+[   1:   1] strace_iovec X pwritev2(0x4 pipe:[INO], ..., 3, -1, -1, 0x0) = 12 (0xc) (DUR)
+[   1:   1] strace_iovec E preadv(0x3 pipe:[INO], ADDR, 2, 0, 0)
+[   1:   1] strace_iovec X preadv(0x3 pipe:[INO], ADDR, 2, 0, 0) = -29 (0xffffffffffffffe3) errno=29 (ESPIPE) (DUR)
+[   1:   1] strace_iovec E preadv2(0x3 pipe:[INO], ADDR, 2, -1, -1, 0x0)
+[   1:   1] strace_iovec X preadv2(0x3 pipe:[INO], ADDR [{base=ADDR, len=4, "hell"}, {base=ADDR, len=8, "o world\n"}], 2, -1, -1, 0x0) = 12 (0xc) (DUR)
+[   1:   1] strace_iovec E writev(0x1 pipe:[INO], ADDR [{base=ADDR, len=6, "hello "}, {base=0x10, len=4, error decoding buffer: EFAULT}], 2)
+[   1:   1] strace_iovec X writev(0x1 pipe:[INO], ..., 2) = -14 (0xfffffffffffffff2) errno=14 (EFAULT) (DUR)
+[   1:   1] strace_iovec E writev(0x1 pipe:[INO], 0x10 (error decoding iovec: EFAULT), 1)
+[   1:   1] strace_iovec X writev(0x1 pipe:[INO], ..., 1) = -14 (0xfffffffffffffff2) errno=14 (EFAULT) (DUR)
+[   1:   1] strace_iovec E writev(0x1 pipe:[INO], ADDR (error decoding iovecs: invalid iovcnt), -1)
+[   1:   1] strace_iovec X writev(0x1 pipe:[INO], ..., -1) = -22 (0xffffffffffffffea) errno=22 (EINVAL) (DUR)
+[   1:   1] strace_iovec E exit_group(0)
+[   1:   1] strace_iovec P exit(status=0 (exited 0))
+""".strip().splitlines()
+
+
+def test_iovec_contents(sentry, cprog, tmp_path):
+    """readv/writev and their p/p*2 forms show each iovec with its bytes,
+    as runsc does: written ones on entry, read ones after the call, sized
+    by its result; cut at --strace-log-size; bad pointers decoded as errors."""
+    prog = tmp_path / "strace_iovec"
+    shutil.copy(cprog("strace_iovec", "static"), prog)
+    got = sentry.run(str(prog), options=("--strace", *OPTIONS))
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == b"hello world\n0123456789abcdefghijklmnopqrstuvwxyz\n"
+    assert golden_part(got.stderr.decode()) == IOVEC_GOLDEN
+
+
+def test_signal_events_show_names(sentry, tmp_path):
+    """A signal shows by name in the text log (its number stays JSON's
+    ``signo``), and one that kills by its default action has its event."""
+    js = tmp_path / "t.json"
+    got = sentry.run("/bin/sh", "-c", "/bin/true; kill -TERM $$",
+                     options=("--strace", "--strace-json", str(js), "--strace-syscalls", "kill"))
+    assert got.returncode == 128 + signal.SIGTERM, got.stderr
+    shown = [line.split(" P ", 1)[1] for line in got.stderr.decode().splitlines() if "[   1:   1] " in line
+             and " P " in line]
+    assert shown[-2:] == ["signal(signo=15 (SIGTERM))", "exit(status=15 (killed by SIGTERM))"], shown
+    assert all(re.fullmatch(r"signal\(signo=\d+ \(SIG[A-Z0-9+]+\)\)", e) for e in shown if e.startswith("signal"))
+    records = [json.loads(line) for line in js.read_text().splitlines()]
+    for r in records:
+        check(r, SCHEMA)
+    assert [r["detail"] for r in records if r["type"] == "signal"][-1] == {"signo": 15}
+    assert [e for e in tracefile.load(str(js)).records if e.kind == "signal"][-1].detail == {"signo": 15}
+
+
+# ------------------------------------------------------------ a trace that cannot be written
+
+def test_a_sink_that_fails_is_dropped(sentry, golden_prog):
+    """A trace file whose writes fail (ENOSPC) stops; the guest goes on to
+    its own exit status, and sentry says so in one line at the end (this
+    was taken for a Sentry crash: 125, or a hang)."""
+    got = sentry.run(golden_prog, options=("--strace-log", "/dev/full", "--strace-json", "/dev/full"), timeout=60)
+    assert got.returncode == 3, got.stderr
+    assert got.stdout == b'hello "strace"\n0123456789abcdefghijklmnopqrstuvwxyz\n'
+    assert got.stderr.count(b"\n") == 1 and b"/dev/full: No space left on device" in got.stderr, got.stderr
+
+
+@pytest.mark.parametrize("stderr", ["broken pipe", "closed"])
+def test_strace_to_a_gone_stderr(sentry, golden_prog, stderr):
+    """`sentry run --strace ... 2>&1 | head -1` (EPIPE) and `2>&-` (no
+    sys.stderr at all) ran the guest to its end, then hung for ever."""
+    cmd = [sys.executable, "-m", "sentry", "run", "--platform", sentry.platform, "--strace", "--", golden_prog]
+    if stderr == "closed":
+        got = subprocess.run(cmd, stdout=subprocess.PIPE, preexec_fn=lambda: os.close(2), timeout=60)
+    else:
+        reader, writer = os.pipe()
+        os.close(reader)
+        try:
+            got = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=writer, timeout=60)
+        finally:
+            os.close(writer)
+    assert got.returncode == 3
+    assert got.stdout == b'hello "strace"\n0123456789abcdefghijklmnopqrstuvwxyz\n'
 
 
 # ------------------------------------------------------------ JSON

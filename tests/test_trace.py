@@ -3,6 +3,7 @@ sandbox's (JSON and text log of one run) and strace(1)'s of the native run,
 including one where strace injects a fault the diff must find."""
 from __future__ import annotations
 
+import pathlib
 import re
 import shutil
 import subprocess
@@ -13,6 +14,9 @@ import pytest
 from sentry.strace import tracefile
 
 needs_strace = pytest.mark.skipif(shutil.which("strace") is None, reason="strace(1) is not installed")
+# An excerpt of a real `runsc --debug --debug-log=DIR/ --strace do /bin/ls /nonexistent` boot log
+# (runsc 20221219, ptrace): its header, spec and loader lines, then strace lines from line 65 on.
+RUNSC_LOG = str(pathlib.Path(__file__).parent / "traces" / "runsc-ls-nonexistent.boot.txt")
 
 
 def trace_cli(*args: str) -> subprocess.CompletedProcess:
@@ -146,6 +150,40 @@ def test_strace_text_forms():
     assert (read.name, read.result, read.args) == ("read", 4, '3</etc/passwd>, "root", 4')
     assert sig.detail == {"signo": 11} and exit_.detail == {"status": 11 | 0x80}
     assert (injected.args, injected.errno, injected.pid) == ("AT_FDCWD, 0x10, O_RDONLY", "EACCES", 0)
+
+
+def test_summary_of_a_runsc_debug_log():
+    """runsc's strace lines come after its log header (found past the first
+    50 lines), and its failures read ``= 0 (0x0) errno=2 (no such file or
+    directory)``: each is a failed call with its errno's name."""
+    trace = tracefile.load(RUNSC_LOG)
+    assert trace.format == "runsc"
+    failed = [r for r in trace.records if r.errno is not None]
+    assert [(r.name, r.result, r.errno) for r in failed if r.name != "openat"] == [
+        ("access", -2, "ENOENT"), ("ioctl", -25, "ENOTTY"), ("statx", -22, "EINVAL")]
+    got = trace_cli("summary", RUNSC_LOG)
+    assert got.returncode == 0, got.stderr
+    rows = table(got.stdout)
+    assert rows["openat"] == (7, 6) and rows["close"] == (3, 0) and rows["total"] == (22, 9)
+    assert re.search(r"^ +6 openat ENOENT$", got.stdout, re.M) and re.search(r"^ +1 statx EINVAL$", got.stdout, re.M)
+
+
+def test_diff_of_runsc_debug_logs(tmp_path):
+    """The diff sees runsc's failed calls: one errno changed is the one
+    divergence (failed calls were dropped, so it saw none)."""
+    same = trace_cli("diff", RUNSC_LOG, RUNSC_LOG)
+    assert same.returncode == 0 and "no divergence" in same.stdout, same.stdout + same.stderr
+    other = tmp_path / "other.boot.txt"
+    text = pathlib.Path(RUNSC_LOG).read_text()
+    assert text.count("errno=22 (invalid argument)") == 1
+    other.write_text(text.replace("errno=22 (invalid argument)", "errno=2 (no such file or directory)"))
+    got = trace_cli("diff", "--context", "1", RUNSC_LOG, str(other))
+    assert got.returncode == 1, got.stdout + got.stderr
+    hunk = got.stdout.split("@@", 2)[2].splitlines()[1:]
+    assert [line[:2] for line in hunk] == ["  ", "- ", "+ ", "  "], got.stdout
+    assert hunk[0].startswith("  ioctl(") and hunk[0].endswith("= -1 ENOTTY")
+    assert hunk[1].startswith("- statx(") and hunk[1].endswith("= -1 EINVAL")
+    assert hunk[2].startswith("+ statx(") and hunk[2].endswith("= -1 ENOENT")
 
 
 @pytest.mark.parametrize("content, message", [

@@ -230,16 +230,22 @@ class Kernel:
             status = killed_status(S.SIGKILL)
             self.exit_group(task.group, status)
         except BaseException as e:  # a Sentry bug: end the sandbox, report it
-            self.crash = self.crash or e
+            self._crashed(e)
             status = killed_status(S.SIGKILL)
-            if self.init is not None:
-                self.exit_group(self.init, status)
         finally:
             try:
                 self._task_exited(task, status)
             finally:
                 with self.lock:
                     self.threads_running -= 1
+
+    def _crashed(self, e: BaseException) -> None:
+        """A Sentry bug (or a raising policy hook) hit ``e``: keep the first
+        such error as ``crash`` (the run reports it: PolicyError, or exit
+        code 125) and kill init, which ends the sandbox."""
+        self.crash = self.crash or e
+        if self.init is not None:
+            self.exit_group(self.init, killed_status(S.SIGKILL))
 
     # --------------------------------------------------------------- exit
     def exit_group(self, group: ThreadGroup, status: int) -> None:
@@ -311,12 +317,7 @@ class Kernel:
             for t in list(child.tasks):
                 if t.pdeathsig:
                     signals.send(self, child, t.pdeathsig, signals.siginfo(t.pdeathsig, signals.SI_USER), task=t)
-        if self.tracer is not None:
-            self.tracer.event(group, "exit", group.exit_status)
-        if self.policy is not None:
-            from sentry.policy.dispatch import exit_event
-
-            exit_event(self.policy, group, group.exit_status)
+        self._report_exit(group)
         if group is self.init:
             self.init_status = group.exit_status
             self._end_sandbox()
@@ -330,6 +331,23 @@ class Kernel:
             if group.exit_signal:
                 signals.send(self, parent, group.exit_signal, info)
             parent.child_events.notify()
+
+    def _report_exit(self, group: ThreadGroup) -> None:
+        """Tell the tracer and the policy's exit hooks that ``group`` ended.
+        Never raises: what either raises is a crash (``_crashed``), so the
+        sandbox still ends and the parent still learns of the exit."""
+        if self.tracer is not None:
+            try:
+                self.tracer.event(group, "exit", group.exit_status)
+            except BaseException as e:
+                self._crashed(e)
+        if self.policy is not None:
+            from sentry.policy.dispatch import exit_event
+
+            try:
+                exit_event(self.policy, group, group.exit_status)
+            except BaseException as e:
+                self._crashed(e)
 
     def end(self) -> None:
         """End the sandbox now (--timeout): every process is killed."""

@@ -191,10 +191,11 @@ def deliver(task: Task, syscall_result: int | None) -> None:
         if action.handler == 1:
             continue
         if action.handler == 0:
+            if signo in DEFAULT_IGNORE:
+                continue
+            _traced(task, signo)
             if signo in STOP_SIGNALS:
                 _stop(task, signo)
-                continue
-            if signo in DEFAULT_IGNORE:
                 continue
             task.kernel.exit_group(task.group, killed_status(signo))
             raise GuestExit(task.group.exit_status)  # type: ignore[arg-type]
@@ -204,14 +205,21 @@ def deliver(task: Task, syscall_result: int | None) -> None:
             else:
                 regs.rax = (-errno.EINTR) & 0xFFFF_FFFF_FFFF_FFFF
             restart = False
-        if task.kernel.tracer is not None:
-            task.kernel.tracer.event(task, "signal", signo)
+        _traced(task, signo)
         _setup_frame(task, signo, info, action)
         return
     if restart:
         _restart(regs)
     if task.saved_mask is not None:
         task.signal_mask, task.saved_mask = task.saved_mask, None
+
+
+def _traced(task: Task, signo: int) -> None:
+    """The trace's signal event: ``signo`` is delivered to ``task``'s
+    handler, or stops or kills its process (the default action)."""
+    tracer = task.kernel.tracer
+    if tracer is not None:
+        tracer.event(task, "signal", signo)
 
 
 def _restart(regs) -> None:

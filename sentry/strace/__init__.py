@@ -79,7 +79,8 @@ def parse_syscall_list(text: str) -> frozenset[str]:
 
 def make_tracer(config: "Config") -> "Tracer":
     """The tracer ``config`` asks for: text to ``config.strace_log`` ("-":
-    stderr; None: no text log), JSON to ``config.strace_json`` (None: none).
+    stderr, if it is open; None: no text log), JSON to ``config.strace_json``
+    (None: none).
     Raises TraceError if a file cannot be opened. Call ``close()`` when
     the sandbox ends (it also runs at exit)."""
     from abi.sysnr import NUMBERS
@@ -91,8 +92,8 @@ def make_tracer(config: "Config") -> "Tracer":
     files = []
     try:
         text = None
-        if config.strace_log == "-":
-            text = TextSink(sys.stderr, flush_each=True)
+        if config.strace_log == "-":  # no sys.stderr: Python started with fd 2 closed, nowhere to write
+            text = TextSink(sys.stderr, flush_each=True) if sys.stderr is not None else None
         elif config.strace_log is not None:
             files.append(open(config.strace_log, "w", encoding="utf-8"))
             text = TextSink(files[-1], flush_each=False)

@@ -21,6 +21,10 @@ Kinds (``Arg.kind``; the ``detail`` each takes):
   path, str                     a C string (str may be cut)
   inbuf                         bytes sized by the next argument
   outbuf (after)                bytes sized by the result
+  iniovec                       an iovec array (count: the next argument),
+                                each element with its bytes (writev)
+  outiovec (after)              the same, the bytes the call filled, in
+                                order, sized by the result (readv)
   flags(table)                  bit → name table (``names.flag_names``)
   enum(table)                   value → name table
   openflags, cloneflags         O_* (with the access mode), CLONE_*|SIG*
@@ -54,6 +58,7 @@ AT_FDCWD = -100
 PATH_MAX = 4096
 MAX_ARGV = 64  # argv/envp elements shown; the rest become "..."
 MAX_ARRAY = 16  # iovec/pollfd elements shown
+UIO_MAXIOV = 1024
 
 
 # ------------------------------------------------------------ quoting
@@ -262,14 +267,36 @@ def _s_sockaddr_filled(task: "Task", addr: int, args: tuple[int, ...], i: int) -
     return _sockaddr_text(task.mm.copy_in(addr, min(length, 128)))
 
 
-def _s_iovec(task: "Task", addr: int, args: tuple[int, ...], i: int) -> str:
-    count = s32(_next_arg(args, i))
-    if not 0 <= count <= 1024:
+def _iovec_text(task: "Task", addr: int, count: int, log_size: int | None = None, filled: int | None = None) -> str:
+    """``[{base=0x1000, len=6}, ...]``: the iovec array at ``addr`` (at
+    most MAX_ARRAY elements shown). With ``log_size``, each element shows
+    its bytes too, as gVisor's strace does: ``{base=0x1000, len=6,
+    "hello "}``, at most ``log_size`` bytes in all (``...`` marks a cut);
+    ``filled``: only the first ``filled`` bytes, in order, are data (a
+    read's result; None: every element is whole). Raises SyscallError if
+    the array itself cannot be read; an unreadable element says so."""
+    if not 0 <= count <= UIO_MAXIOV:
         return "(error decoding iovecs: invalid iovcnt)"
     shown = min(count, MAX_ARRAY)
-    raw = task.mm.copy_in(addr, 16 * shown)
-    items = [f"{{base={b:#x}, len={n}}}" for b, n in _struct.iter_unpack("<QQ", raw)]
+    items = []
+    for base, length in _struct.iter_unpack("<QQ", task.mm.copy_in(addr, 16 * shown)):
+        item = f"{{base={base:#x}, len={length}"
+        if log_size is not None and length:
+            data = length if filled is None else min(length, filled)
+            n = min(data, log_size)
+            if filled is not None:
+                filled -= data
+            log_size -= n
+            try:
+                item += f", {quote(task.mm.copy_in(base, n))}{'...' if n < data else ''}"
+            except SyscallError as e:
+                item += f", error decoding buffer: {e}"
+        items.append(item + "}")
     return "[" + ", ".join(items) + (", ..." if shown < count else "") + "]"
+
+
+def _s_iovec(task: "Task", addr: int, args: tuple[int, ...], i: int) -> str:
+    return _iovec_text(task, addr, s32(_next_arg(args, i)))
 
 
 def _s_pollfd(task: "Task", addr: int, args: tuple[int, ...], i: int) -> str:
@@ -437,6 +464,21 @@ def _outbuf(log_size: int) -> Post:
     return decode
 
 
+def _iovec_contents(log_size: int) -> Callable[..., str]:
+    """The decoder of ``iniovec`` (on entry: ``result`` None) and of
+    ``outiovec`` (after the call: sized by ``result``)."""
+    def decode(task: "Task", args: tuple[int, ...], i: int, result: int | None = None) -> str:
+        addr = args[i]
+        if addr == 0:
+            return "null"
+        try:
+            return f"{addr:#x} {_iovec_text(task, addr, s32(_next_arg(args, i)), log_size, result)}"
+        except SyscallError as e:
+            return _fault(addr, "iovec", e)
+
+    return decode
+
+
 def _argv(log_size: int) -> Pre:
     def decode(task: "Task", args: tuple[int, ...], i: int) -> str:
         addr = args[i]
@@ -496,6 +538,8 @@ def pre_decoder(arg: Arg, log_size: int) -> Pre:
         return _text(log_size)
     if k == "inbuf":
         return _inbuf(log_size)
+    if k == "iniovec":
+        return _iovec_contents(log_size)
     if k == "flags":
         return _flags(arg.detail)
     if k == "enum":
@@ -517,15 +561,20 @@ def post_decoder(arg: Arg, log_size: int) -> Post:
     """The exit decoder of an ``after`` argument kind."""
     if arg.kind == "outbuf":
         return _outbuf(log_size)
+    if arg.kind == "outiovec":
+        return _iovec_contents(log_size)
     if arg.kind == "struct":
         return _after(_struct_decoder(arg.detail, filled=True))
     return _after(pre_decoder(Arg(arg.kind, False, arg.detail), log_size))
 
 
+_SHOWN_ON_ENTRY = ("inbuf", "iniovec")  # data the call takes: "..." on the exit line
+
+
 def plan(entry: Syscall, log_size: int) -> Plan:
     pre = tuple(pre_decoder(a, log_size) for a in entry.args)
     post = tuple((i, post_decoder(a, log_size)) for i, a in enumerate(entry.args) if a.after)
-    hide = tuple(i for i, a in enumerate(entry.args) if a.kind == "inbuf")
+    hide = tuple(i for i, a in enumerate(entry.args) if a.kind in _SHOWN_ON_ENTRY)
     return Plan(pre, post, hide)
 
 

@@ -6,7 +6,9 @@ order:
 
 - ``json``: our ``--strace-json`` lines (schema.json);
 - ``runsc``: our ``--strace`` text log, which is also gVisor's
-  ``runsc --strace`` format (``[pid:tid] comm E|X|P ...``);
+  ``runsc --strace`` format (``[pid:tid] comm E|X|P ...``), alone or in
+  runsc's whole debug log (``runsc --debug --strace``: its *.boot.txt,
+  where the first of them may come hundreds of lines in);
 - ``strace``: strace(1) text, as written by ``strace -f -o FILE``, with or
   without ``-t``/``-tt``/``-ttt`` timestamps and ``-T`` durations, with
   ``<unfinished ...>``/``resumed>`` pairs merged.
@@ -21,7 +23,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from sentry.strace.names import ERRNO_NUMBERS, SIGNAL_NUMBERS
+from sentry.strace.names import ERRNO_NUMBERS, SIGNAL_NUMBERS, errno_name
 
 _MAX_ERRNO = 4095
 
@@ -78,7 +80,7 @@ def load(path: str) -> Trace:
     first = next((line for line in lines if line.strip()), "")
     if first.lstrip().startswith("{"):
         fmt, reader = "json", _read_json
-    elif any(_RUNSC.search(line) for line in lines[:50]):
+    elif any(_RUNSC_LINE.match(line) for line in lines):
         fmt, reader = "runsc", _read_runsc
     else:
         fmt, reader = "strace", _read_strace
@@ -112,6 +114,11 @@ def _read_json(lines: list[str]) -> tuple[list[Record], int]:
 # ------------------------------------------------------------ runsc text
 
 _RUNSC = re.compile(r"\[\s*(\d+):\s*(\d+)\] (.*?) ([EXP]) (\w+)\((.*)$")
+# What tells a runsc-format trace: a line that is one from its start, after
+# the glog header (ours ``I1206 03:38:42.226844  ``, runsc's with its pid and
+# source ``I1206 03:38:42.226844   11954 strace.go:561] ``). Anchored, so an
+# strace(1) trace of a program printing such lines is never taken for one.
+_RUNSC_LINE = re.compile(r"(?:[IWEFD]\d{4} [\d:.]+ +(?:\d+ [\w.-]+:\d+\] )?)?\[\s*\d+:\s*\d+\] .*? [EXP] \w+\(")
 _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|µs|us|ns|h|m|s)")
 _GO_UNITS = {"h": 3600e9, "m": 60e9, "s": 1e9, "ms": 1e6, "µs": 1e3, "us": 1e3, "ns": 1.0}
 
@@ -124,7 +131,9 @@ def parse_go_duration(text: str) -> int | None:
     return round(sum(float(n) * _GO_UNITS[u] for n, u in parts))
 
 
-_RUNSC_RESULT = re.compile(r"^(-?\d+) \(0x[0-9a-f]+\)(?: errno=(\d+) \((\w+)\))? \(([^()]*)\)$")
+# ``3 (0x3) (45.1µs)``; a failure: ours ``-2 (0x...fffe) errno=2 (ENOENT) (12µs)``,
+# runsc's ``0 (0x0) errno=2 (no such file or directory) (12µs)``.
+_RUNSC_RESULT = re.compile(r"^(-?\d+) \(0x[0-9a-f]+\)(?: errno=(\d+) \([^()]*\))? \(([^()]*)\)$")
 
 
 def _read_runsc(lines: list[str]) -> tuple[list[Record], int]:
@@ -161,9 +170,11 @@ def _read_runsc(lines: list[str]) -> tuple[list[Record], int]:
                 rec = Record("syscall", pid, tid, name, comm=comm)
                 out.append(rec)
             rec.args = rest[:cut]
-            rec.result = int(r[1])
-            rec.errno = r[3]
-            rec.duration_ns = parse_go_duration(r[4])
+            if r[2] is not None:
+                rec.result, rec.errno = -int(r[2]), errno_name(int(r[2]))
+            else:
+                rec.result = int(r[1])
+            rec.duration_ns = parse_go_duration(r[3])
     return out, skipped
 
 

@@ -14,7 +14,10 @@ one whole line under ``Tracer.lock`` (tasks run on several OS threads).
 On stderr each line is flushed at once, to interleave with the guest's
 own output; files are buffered (a flush costs a write(2), ~1.7 µs a line
 here) and flushed at process events and by ``close``, which ``make_tracer``
-also registers to run at exit.
+also registers to run at exit. A sink whose write or flush fails (EPIPE:
+its reader is gone, as under ``| head``; EBADF; ENOSPC) is dropped: tracing
+stops there, the guest goes on, and ``failures`` says what happened (``sentry
+run`` reports it at the end). A trace can never end the guest.
 
 Lock order: Tracer.lock is a leaf (nothing is taken while holding it;
 guest memory is decoded before taking it).
@@ -52,6 +55,12 @@ def wait_status_text(status: int) -> str:
     return f"killed by {names.signal_name(status & 0x7F)}{core}"
 
 
+# What the text log adds after an event's number: ``status=768 (exited 3)``,
+# ``signo=17 (SIGCHLD)`` (JSON keeps the number alone).
+_EXPLAIN: dict[tuple[str, str], Callable[[int], str]] = {("exit", "status"): wait_status_text,
+                                                         ("signal", "signo"): names.signal_name}
+
+
 def _detail_text(kind: str, detail: dict[str, object]) -> str:
     parts = []
     for key, value in detail.items():
@@ -61,8 +70,9 @@ def _detail_text(kind: str, detail: dict[str, object]) -> str:
             shown = "[" + ", ".join(decode.quote(str(v).encode("utf-8", "surrogateescape")) for v in value) + "]"
         else:
             shown = str(value)
-        if kind == "exit" and key == "status" and isinstance(value, int):
-            shown += f" ({wait_status_text(value)})"
+        explain = _EXPLAIN.get((kind, key))
+        if explain is not None and isinstance(value, int):
+            shown += f" ({explain(value)})"
         parts.append(f"{key}={shown}")
     return ", ".join(parts)
 
@@ -113,6 +123,8 @@ class Tracer:
         self._plans: dict[int, decode.Plan] = {}
         self._unknown: dict[int, Syscall] = {}
         self._files: list[IO[str]] = []  # owned, closed by close()
+        # Guarded by lock. "where: why" for each sink dropped after a failed write.
+        self.failures: list[str] = []
 
     # ------------------------------------------------------------ calls
     def enter(self, task: "Task", entry: Syscall, args: tuple[int, ...]) -> Callable[[int], None] | None:
@@ -165,13 +177,54 @@ class Tracer:
                "nr": entry.number, "name": entry.name, "args": shown, "raw_args": [f"{a:#x}" for a in args],
                "result": result, "errno": names.errno_name(-result) if failed else None, "duration_ns": elapsed}
         with self.lock:
-            if self.jsonl is not None:  # not closed meanwhile
-                self.jsonl.record(obj)
+            self._write_record(obj)
 
     def _line(self, ts: int, pid: int, tid: int, comm: str, body: str) -> None:
         with self.lock:
-            if self.text is not None:  # not closed meanwhile
-                self.text.line(ts, pid, tid, comm, body)
+            self._write_line(ts, pid, tid, comm, body)
+
+    def _write_line(self, ts: int, pid: int, tid: int, comm: str, body: str) -> None:
+        """One text line, if there is (still) a text sink. Called with lock held."""
+        text = self.text
+        if text is not None:
+            try:
+                text.line(ts, pid, tid, comm, body)
+            except OSError as e:
+                self._drop(text.out, e)
+
+    def _write_record(self, obj: dict[str, object]) -> None:
+        """One JSON record, if there is (still) a JSON sink. Called with lock held."""
+        jsonl = self.jsonl
+        if jsonl is not None:
+            try:
+                jsonl.record(obj)
+            except OSError as e:
+                self._drop(jsonl.out, e)
+
+    def _drop(self, out: IO[str], e: OSError) -> None:
+        """Writing to ``out`` failed with ``e``: the sink writing there is
+        dropped (an owned file is closed, the fd released even if its last
+        flush fails) and the failure noted in ``failures``. Called with lock
+        held; never raises."""
+        if self.text is not None and self.text.out is out:
+            self.text = None
+        if self.jsonl is not None and self.jsonl.out is out:
+            self.jsonl = None
+        if out in self._files:
+            self._files.remove(out)
+            try:
+                out.close()
+            except OSError:
+                pass  # the same failure again: the fd is closed all the same
+        self.failures.append(f"{getattr(out, 'name', 'the trace')}: {e.strerror or e}")
+
+    def _flush_files(self) -> None:
+        """Flush the owned files (drop those that fail). Called with lock held."""
+        for f in list(self._files):
+            try:
+                f.flush()
+            except OSError as e:
+                self._drop(f, e)
 
     # ------------------------------------------------------------ events
     def event(self, subject: "Task | ThreadGroup", kind: str, detail: object) -> None:
@@ -190,13 +243,10 @@ class Tracer:
             detail = {_EVENT_VALUE.get(kind, "value"): detail}
         name = comm.decode("utf-8", "replace")
         with self.lock:
-            if self.text is not None:
-                self.text.line(ts, pid, tid, name, f"P {kind}({_detail_text(kind, detail)})")
-            if self.jsonl is not None:
-                self.jsonl.record({"v": SCHEMA_VERSION, "type": kind, "ts_ns": ts, "pid": pid, "tid": tid,
-                                   "comm": name, "detail": detail})
-            for f in self._files:
-                f.flush()
+            self._write_line(ts, pid, tid, name, f"P {kind}({_detail_text(kind, detail)})")
+            self._write_record({"v": SCHEMA_VERSION, "type": kind, "ts_ns": ts, "pid": pid, "tid": tid,
+                                "comm": name, "detail": detail})
+            self._flush_files()
 
     # ------------------------------------------------------------ lifetime
     def own(self, f: IO[str]) -> None:
@@ -204,10 +254,14 @@ class Tracer:
         self._files.append(f)
 
     def close(self) -> None:
-        """Flush and close the trace files; later calls trace nothing."""
+        """Flush and close the trace files; later calls trace nothing.
+        Never raises: a file whose last flush fails is noted in ``failures``."""
         with self.lock:
-            for f in self._files:
-                f.close()
+            for f in list(self._files):
+                try:
+                    f.close()
+                except OSError as e:  # its last flush failed
+                    self._drop(f, e)
             self._files.clear()
             self.text = self.jsonl = None
         atexit.unregister(self.close)

@@ -28,7 +28,7 @@ from sentry.fs.vfs import PATH_MAX, check_access, creds_of
 from sentry.kernel import signals as sig
 from sentry.kernel.task import Task
 from sentry.kernel.wait import WaitQueue, wait_until
-from sentry.syscalls.spec import (FD, Enum, Flags, Hex, Int, OutStruct, Path, Ptr, ReadBuf, Size, Str, UInt,
+from sentry.syscalls.spec import (FD, Arg, Enum, Flags, Hex, Int, OutStruct, Path, Ptr, ReadBuf, Size, Str, UInt,
                                   WriteBuf, entries, partial, s32, s64, supported)
 
 AT_FDCWD = -100
@@ -63,6 +63,8 @@ FCNTL_CMDS = {0: "F_DUPFD", 1: "F_GETFD", 2: "F_SETFD", 3: "F_GETFL", 4: "F_SETF
               6: "F_SETLK", 7: "F_SETLKW", 1030: "F_DUPFD_CLOEXEC", 1032: "F_GETPIPE_SZ"}
 WHENCE = {0: "SEEK_SET", 1: "SEEK_CUR", 2: "SEEK_END", 3: "SEEK_DATA", 4: "SEEK_HOLE"}
 DirFD = FD
+WriteIOVec = Arg("iniovec")  # iovecs the call takes data from (count: the next argument)
+ReadIOVec = Arg("outiovec", after=True)  # iovecs the call fills: shown after it, sized by the result
 
 
 # --- helpers ---------------------------------------------------------------------
@@ -1086,14 +1088,14 @@ def sys_flock(t: Task, fd: int, op: int) -> int:
 ENTRIES = entries(
     supported("read", sys_read, args=(FD, ReadBuf, Size)),
     supported("write", sys_write, args=(FD, WriteBuf, Size)),
-    supported("readv", sys_readv, args=(FD, Ptr, Int)),
-    supported("writev", sys_writev, args=(FD, Ptr, Int)),
+    supported("readv", sys_readv, args=(FD, ReadIOVec, Int)),
+    supported("writev", sys_writev, args=(FD, WriteIOVec, Int)),
     supported("pread64", sys_pread64, args=(FD, ReadBuf, Size, Int)),
     supported("pwrite64", sys_pwrite64, args=(FD, WriteBuf, Size, Int)),
-    supported("preadv", sys_preadv, args=(FD, Ptr, Int, Int, Int)),
-    supported("pwritev", sys_pwritev, args=(FD, Ptr, Int, Int, Int)),
-    partial("preadv2", sys_preadv2, args=(FD, Ptr, Int, Int, Int, Hex), note="RWF_NOWAIT/APPEND: EOPNOTSUPP"),
-    partial("pwritev2", sys_pwritev2, args=(FD, Ptr, Int, Int, Int, Hex), note="RWF_NOWAIT/APPEND: EOPNOTSUPP"),
+    supported("preadv", sys_preadv, args=(FD, ReadIOVec, Int, Int, Int)),
+    supported("pwritev", sys_pwritev, args=(FD, WriteIOVec, Int, Int, Int)),
+    partial("preadv2", sys_preadv2, args=(FD, ReadIOVec, Int, Int, Int, Hex), note="RWF_NOWAIT/APPEND: EOPNOTSUPP"),
+    partial("pwritev2", sys_pwritev2, args=(FD, WriteIOVec, Int, Int, Int, Hex), note="RWF_NOWAIT/APPEND: EOPNOTSUPP"),
     supported("sendfile", sys_sendfile, args=(FD, FD, Ptr, Size)),
     supported("copy_file_range", sys_copy_file_range, args=(FD, Ptr, FD, Ptr, Size, Hex)),
     partial("fallocate", sys_fallocate, args=(FD, Hex, Int, Int), note="modes other than KEEP_SIZE: EOPNOTSUPP"),
