@@ -24,6 +24,7 @@ x=$(echo sub | tr a-z A-Z); echo "subst $x"
 (echo one; echo two; echo three) | sort -r | head -2
 ( exit 7 ); echo "subshell $?"
 for i in 1 2 3; do (echo "job $i" > /dev/null) & done; wait; echo "jobs done"
+sleep 30 & pid=$!; kill -STOP $pid; sleep 0.2; kill -KILL $pid; wait $pid; echo "killed while stopped $?"
 kill -USR1 $$
 echo end
 """

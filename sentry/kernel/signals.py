@@ -100,6 +100,8 @@ def send(kernel: "Kernel", group: ThreadGroup, signo: int, info: bytes, task: Ta
             targets = [t for t in group.tasks if not t.signal_mask & bit(signo)] or group.tasks[:1]
             if signo == S.SIGKILL:
                 targets = list(group.tasks)
+        if signo == S.SIGKILL and group.stopped:
+            group.resume.notify()  # a stopped process dies at once (_wait_while_stopped)
     for t in targets[:1] if signo != S.SIGKILL else targets:
         wake(t)
     for listener in list(group.signal_listeners):
@@ -140,9 +142,13 @@ def _stop(task: Task, signo: int) -> None:
             send(kernel, parent, S.SIGCHLD, siginfo(S.SIGCHLD, CLD_STOPPED, pid=group.pid, status=signo))
 
 
+def _sigkill_pending(task: Task) -> bool:
+    return bool((task.pending | task.group.pending) & bit(S.SIGKILL))
+
+
 def _wait_while_stopped(task: Task) -> None:
     group = task.group
-    wait_until(task, (group.resume,), lambda: not group.stopped or bool(task.pending & bit(S.SIGKILL))
+    wait_until(task, (group.resume,), lambda: not group.stopped or _sigkill_pending(task)
                or group.exit_status is not None, interruptible=False)
 
 
@@ -180,10 +186,10 @@ def deliver(task: Task, syscall_result: int | None) -> None:
     while True:
         if task.group.exit_status is not None:
             raise GuestExit(task.group.exit_status)
-        if task.group.stopped:
+        if task.group.stopped and not _sigkill_pending(task):
             _wait_while_stopped(task)
             continue
-        item = _dequeue(task)
+        item = _dequeue(task)  # SIGKILL first: it ends a stopped process too
         if item is None:
             break
         signo, info = item
