@@ -119,3 +119,30 @@ def test_closed_stdio_stays_closed_in_the_guest(sentry, closed):
     assert b"cat=1" in got.stderr and b"cat=1" in want.stderr, (got.stderr, want.stderr)
     assert b"Bad file descriptor" in got.stderr
     assert got.stderr.endswith(b"rc=0\n")
+
+
+@pytest.mark.parametrize("mode", LINK_MODES)
+def test_initial_stack_and_auxv_as_native(sentry, cprog, mode):
+    prog = cprog("auxv", mode)
+    want = native(prog, "x")
+    got = sentry.run(prog, "x")
+    assert got.stdout == want.stdout, got.stderr
+    assert b"AT_RANDOM present" in got.stdout and b"equals argv[0]: 1" in got.stdout
+
+
+def test_seed_makes_addresses_reproducible(sentry, cprog):
+    prog = cprog("auxv", "static-pie")
+    runs = [sentry.run(prog, "addresses", options=("--seed", seed)).stdout for seed in ("7", "7", "8")]
+    assert runs[0] == runs[1] and runs[0].startswith(b"stack 0x"), runs
+    assert runs[2] != runs[0]
+
+
+def test_debug_names_each_unsupported_call_once(sentry, tmp_path):
+    """--debug: ENOSYS calls are reported once each, by name."""
+    got = sentry.run(sys.executable, "-c", "import ctypes, os\n"
+                     "libc = ctypes.CDLL(None)\n"
+                     "for _ in range(3): libc.syscall(174)\n"  # create_module: gone since Linux 2.6
+                     "print(ctypes.get_errno() or os.strerror(38))", options=("--debug",))
+    assert got.returncode == 0, got.stderr
+    lines = [line for line in got.stderr.splitlines() if b"create_module" in line]
+    assert len(lines) == 1, got.stderr
