@@ -108,11 +108,13 @@ class Sandbox:
     ``overlay``: "memory" (writes go to an in-memory layer, the host never
     changes), "none" (read-only) or a host directory path (the upper layer
     is kept there: each run sees the changes of the runs before it);
-    ``network``: "none" (the only kind: the guest has
-    no network); ``env``: the environment (default: PATH only); ``cwd``:
-    working directory inside; ``limits``; ``timeout``: default seconds per
-    run; ``policy``: hooks (sentry.policy); ``seed``: address randomization
-    seed; ``debug``: report unsupported calls and faults on stderr.
+    ``network``: "none" (a loopback inside the sandbox only; nothing
+    leaves) or "host" (TCP and UDP sockets are host sockets the Sentry
+    works for the guest: sentry.net.hostinet); ``env``: the environment
+    (default: PATH only); ``cwd``: working directory inside; ``limits``;
+    ``timeout``: default seconds per run; ``policy``: hooks
+    (sentry.policy); ``seed``: address randomization seed; ``debug``:
+    report unsupported calls and faults on stderr.
     Raises ValueError on a bad argument, SandboxError (one line) if the
     platform is unknown or unavailable here."""
 
@@ -120,8 +122,8 @@ class Sandbox:
                  network: str = "none", env: Mapping[str, str] | None = None, cwd: str = "/",
                  limits: Limits | None = None, timeout: float | None = None, policy: Policy | None = None,
                  seed: int | None = None, debug: bool = False):
-        if network != "none":
-            raise ValueError(f"network={network!r}: only 'none' is supported (the sandbox has no network)")
+        if network not in ("none", "host"):
+            raise ValueError(f"network={network!r}: expected 'none' or 'host'")
         overlay = overlay_setting(overlay)
         if not os.path.isdir(rootfs):
             raise ValueError(f"rootfs={rootfs!r}: not a directory")
@@ -129,7 +131,7 @@ class Sandbox:
         limits = limits or Limits()
         config = Config(platform=platform, rootfs=rootfs, overlay=overlay, cwd=cwd,
                         env=[os.fsencode(f"{k}={v}") for k, v in env.items()], seed=seed, debug=debug,
-                        memory_limit=limits.memory, timeout=timeout)
+                        memory_limit=limits.memory, timeout=timeout, network=network)
         self._init(config, policy)
 
     @classmethod
@@ -221,7 +223,10 @@ class Process:
             kernel.policy = policy if policy is not None and not policy.empty else None  # as registered now
             sys.setswitchinterval(0.001)
             try:
-                kernel.start(argv, envp, fds)
+                from sentry import seccomp_self
+
+                with seccomp_self.network(config.network):  # host: the filter start() installs allows host sockets
+                    kernel.start(argv, envp, fds)
             except ExecError as e:
                 kernel.close()
                 raise SandboxError(e.message, exec_error_status(e)) from None

@@ -27,8 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--platform", default=os.environ.get("SENTRY_PLATFORM", "ptrace"),
                      help="ptrace, vmexec or kvm (see `sentry platforms`)")
     run.add_argument("--rootfs", default="/", help="directory to use as / (read-only; default: the host /)")
-    run.add_argument("--network", default="none", choices=["none"],
-                     help="none (the default and only choice): a loopback inside the sandbox, nothing leaves")
+    run.add_argument("--network", default="none", choices=["none", "host"],
+                     help="none (default): a loopback inside the sandbox, nothing leaves; host: TCP and UDP "
+                          "sockets are host sockets the Sentry works for the guest (docs/SECURITY.md)")
     run.add_argument("--volume", action="append", default=[], metavar="HOST:GUEST[:ro]",
                      help="show host directory HOST at GUEST: the guest's writes change HOST itself "
                           "(confined to it); with :ro they fail with EROFS")
@@ -139,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = Config(platform=args.platform, rootfs=args.rootfs, overlay=overlay, cwd=cwd,
                         seed=args.seed, debug=args.debug, timeout=args.timeout, stats=args.stats,
                         memory_limit=args.memory, pids_limit=args.pids, nofile_limit=args.nofile, cpus=args.cpus,
-                        seccomp=args.seccomp, volumes=volumes,
+                        seccomp=args.seccomp, volumes=volumes, network=args.network,
                         **_strace_options(args))
         _tune_gc()
         status = run_program(config, [os.fsencode(a) for a in argv], env, policy)

@@ -36,6 +36,7 @@ class Config:
     nofile_limit: int = 4096  # RLIMIT_NOFILE hard ceiling: no guest can raise it (--nofile)
     cpus: int | None = None  # host CPUs the Sentry and its stubs may use (--cpus)
     seccomp: bool = False  # the Sentry under its own seccomp allowlist (sentry.seccomp_self); CLI: on
+    network: str = "none"  # "none": a loopback inside the sandbox only; "host": host sockets (sentry.net.hostinet)
     volumes: list[tuple[str, str, bool]] = field(default_factory=list)  # (host, guest, read_only): passed through
     timeout: float | None = None  # seconds; then the sandbox ends with status 124
     stats: bool = False  # print totals (calls, faults, signals, time split) at the end (sentry.stats)

@@ -13,12 +13,21 @@ stub/bin/stub-*) and inherit it; in a vmexec stub, guest system calls must
 still reach the stub's own filter's SECCOMP_RET_TRAP, and TRAP outranks
 ERRNO but not KILL. Under ptrace, guest calls stop before seccomp runs.
 
+With ``--network=host`` (``network("host")`` around the install) the
+filter also allows ``HOST_NETWORK``, the calls on the host sockets the
+Sentry works for the guest (sentry.net.hostinet), and ``socket`` itself,
+by argument only: AF_INET or AF_INET6, TCP or UDP, non-blocking and
+close-on-exec, the only sockets hostinet makes. Without it, no call can
+make a host socket (``socketpair`` stays, for trio's wake-up pair).
+
 The list was learned (``learn``: SECCOMP_RET_LOG and the kernel log) by
 running tests/ and bench/ workloads on every platform, then reviewed: calls
 no workload made but the runtime may (error paths) are marked as such.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ctypes
 import os
 import struct
@@ -56,6 +65,33 @@ ALLOWED: tuple[str, ...] = (
 )
 
 
+# --network=host only (sentry.net.hostinet): the host sockets the Sentry makes
+# for the guest. sendto, recvfrom, setsockopt, getsockname, shutdown and
+# ioctl (FIONREAD) are in ALLOWED already. socket is allowed by argument:
+# (argument index, the values allowed) -- the calls hostinet makes.
+HOST_NETWORK: tuple[str, ...] = ("connect", "bind", "listen", "accept4", "getpeername", "getsockopt")
+AF_INET, AF_INET6, SOCK_STREAM, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_CLOEXEC = 2, 10, 1, 2, 0o4000, 0o2000000
+HOST_SOCKET_ARGS: tuple[tuple[int, tuple[int, ...]], ...] = (
+    (0, (AF_INET, AF_INET6)),
+    (1, tuple(t | SOCK_NONBLOCK | SOCK_CLOEXEC for t in (SOCK_STREAM, SOCK_DGRAM))),
+    (2, (0, 6, 17)),  # IPPROTO_TCP, IPPROTO_UDP
+)
+_NETWORK: contextvars.ContextVar[str] = contextvars.ContextVar("sentry_seccomp_network", default="none")
+
+
+@contextlib.contextmanager
+def network(mode: str):
+    """Within this block, on this thread, ``install()`` with no list of its
+    own allows what networking ``mode`` ("none" or "host", Config.network)
+    needs: ``sentry.api`` wraps Kernel.start (which installs the filter)
+    in it."""
+    token = _NETWORK.set(mode)
+    try:
+        yield
+    finally:
+        _NETWORK.reset(token)
+
+
 def numbers(names: tuple[str, ...] = ALLOWED) -> list[int]:
     """System-call numbers of ``names``; KeyError names an unknown call."""
     return sorted({NUMBERS[n] for n in names if n in NUMBERS})
@@ -67,7 +103,7 @@ SECCOMP_RET_KILL_PROCESS, SECCOMP_RET_ERRNO, SECCOMP_RET_LOG, SECCOMP_RET_ALLOW 
     0x80000000, 0x00050000, 0x7FFC0000, 0x7FFF0000)
 AUDIT_ARCH_X86_64, X32_SYSCALL_BIT = 0xC000003E, 0x40000000
 _BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_JGE_K, _BPF_RET_K = 0x20, 0x15, 0x35, 0x06
-_OFF_NR, _OFF_ARCH = 0, 4
+_OFF_NR, _OFF_ARCH, _OFF_ARGS = 0, 4, 16  # struct seccomp_data: nr, arch, instruction_pointer, args[6]
 PR_SET_NO_NEW_PRIVS, NR_SECCOMP = 38, 317
 EPERM = 1
 
@@ -76,9 +112,27 @@ def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
     return struct.pack("<HBBI", code, jt, jf, k)
 
 
-def build(allowed: list[int], default: int = SECCOMP_RET_ERRNO | EPERM) -> bytes:
+def _by_args(nr: int, checks: tuple[tuple[int, tuple[int, ...]], ...], default: int) -> list[bytes]:
+    """Instructions that, for system call ``nr`` (in the accumulator),
+    allow it when each (argument index, values) check holds (the low 32
+    bits of the argument: ints) and return ``default`` otherwise; any
+    other call skips them with the accumulator unchanged."""
+    body: list[bytes] = []
+    deny = sum(1 + len(values) for _, values in checks) + 1  # index of the final `ret default`
+    for arg, values in checks:
+        body.append(_insn(_BPF_LD_W_ABS, 0, 0, _OFF_ARGS + 8 * arg))
+        for j, v in enumerate(values):
+            here = len(body)
+            last = j == len(values) - 1
+            body.append(_insn(_BPF_JEQ_K, len(values) - j - 1, deny - here - 1 if last else 0, v))
+    body += [_insn(_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW), _insn(_BPF_RET_K, 0, 0, default)]
+    return [_insn(_BPF_JEQ_K, 0, len(body), nr)] + body
+
+
+def build(allowed: list[int], default: int = SECCOMP_RET_ERRNO | EPERM, host_sockets: bool = False) -> bytes:
     """The BPF program: a foreign arch or an x32 number is killed; an
-    allowed number is allowed; anything else gets ``default``."""
+    allowed number is allowed; with ``host_sockets``, ``socket`` is allowed
+    for HOST_SOCKET_ARGS alone; anything else gets ``default``."""
     prog = [
         _insn(_BPF_LD_W_ABS, 0, 0, _OFF_ARCH),
         _insn(_BPF_JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
@@ -87,6 +141,8 @@ def build(allowed: list[int], default: int = SECCOMP_RET_ERRNO | EPERM) -> bytes
         _insn(_BPF_JGE_K, 0, 1, X32_SYSCALL_BIT),
         _insn(_BPF_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),
     ]
+    if host_sockets:
+        prog += _by_args(NUMBERS["socket"], HOST_SOCKET_ARGS, default)
     for nr in allowed:
         prog += [_insn(_BPF_JEQ_K, 0, 1, nr), _insn(_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)]
     prog.append(_insn(_BPF_RET_K, 0, 0, default))
@@ -99,9 +155,13 @@ class _SockFprog(ctypes.Structure):
 
 def install(allowed: list[int] | None = None, default: int = SECCOMP_RET_ERRNO | EPERM) -> None:
     """Put every thread of this process under the filter, for good.
-    Raises OSError if the kernel refuses (no seccomp, or a thread cannot
-    be synchronized)."""
-    code = build(numbers() if allowed is None else allowed, default)
+    ``allowed``: the numbers to allow (default: ALLOWED, and what the
+    current ``network`` mode needs). Raises OSError if the kernel refuses
+    (no seccomp, or a thread cannot be synchronized)."""
+    host = allowed is None and _NETWORK.get() == "host"
+    if allowed is None:
+        allowed = numbers(ALLOWED + HOST_NETWORK if host else ALLOWED)
+    code = build(allowed, default, host_sockets=host)
     libc = ctypes.CDLL(None, use_errno=True)
     buf = ctypes.create_string_buffer(code, len(code))
     fprog = _SockFprog(len(code) // 8, ctypes.cast(buf, ctypes.c_void_p))

@@ -8,9 +8,12 @@ to each other's receive queue; datagram sockets (``dgram.DgramSocket``:
 unix dgram, UDP) append to the queue of the socket an address names.
 Names live in the sandbox's ``stack.Stack`` (abstract unix names, the
 loopback's port table) or, for unix path names, in the VFS as socket nodes
-(``addr.UnixFamily``). No host socket is ever created: the host sees no
-listening port, and any destination outside 127.0.0.0/8 and ::1 is
-ENETUNREACH.
+(``addr.UnixFamily``). With ``--network=none`` (the default) no host
+socket is ever created: the host sees no listening port, and any
+destination outside 127.0.0.0/8 and ::1 is ENETUNREACH. With
+``--network=host`` only, TCP and UDP sockets are instead host sockets the
+Sentry owns and works for the guest (``hostinet.HostSocket``, over the
+libc calls of ``hostcalls``); AF_UNIX stays as above in both.
 
 Socket operations never block: one that would raises ``WouldBlock`` (an
 EAGAIN that says what to wait for); the system-call layer

@@ -137,6 +137,10 @@ def _new_socket(t: Task, domain: int, stype: int, protocol: int) -> Socket:
         if protocol not in (0, wanted):
             raise SyscallError(errno.EPROTONOSUPPORT)
         protocol = wanted
+        if t.kernel.config.network == "host":  # a host socket the Sentry owns (sentry.net.hostinet)
+            from sentry.net.hostinet import new_socket
+
+            return new_socket(t, domain, kind, protocol, flags, _creds(t))
     cls = DgramSocket if kind == SOCK_DGRAM else ConnSocket
     return cls(stack_of(t.kernel), family, kind, protocol, flags, _creds(t))
 
@@ -491,11 +495,13 @@ SockAddrOut = OutStruct("sockaddr")
 
 ENTRIES = entries(
     partial("socket", sys_socket, args=(Enum(DOMAINS), Flags(TYPES), Int),
-            note="AF_UNIX; AF_INET/AF_INET6 TCP and UDP on a sandbox-only loopback; others EAFNOSUPPORT"),
+            note="AF_UNIX; AF_INET/AF_INET6 TCP and UDP on a sandbox-only loopback, or host sockets "
+                 "(--network=host); others EAFNOSUPPORT"),
     supported("socketpair", sys_socketpair, args=(Enum(DOMAINS), Flags(TYPES), Int, Ptr)),
     supported("bind", sys_bind, args=(FD, SockAddr, Int)),
     supported("listen", sys_listen, args=(FD, Int)),
-    partial("connect", sys_connect, args=(FD, SockAddr, Int), note="loopback destinations only (ENETUNREACH)"),
+    partial("connect", sys_connect, args=(FD, SockAddr, Int),
+            note="loopback destinations only (ENETUNREACH), any with --network=host"),
     supported("accept", sys_accept, args=(FD, SockAddrOut, Ptr)),
     supported("accept4", sys_accept4, args=(FD, SockAddrOut, Ptr, Flags(TYPES))),
     supported("getsockname", sys_getsockname, args=(FD, SockAddrOut, Ptr)),
