@@ -61,10 +61,25 @@ _TIMEOUT_STATUS = 124 << 8  # what `sentry run --timeout` exits with
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits of one run. ``memory``: bytes of guest memory (the
-    MemoryFile's size; None: unlimited)."""
+    """Resource limits of one run, as ``sentry run``'s flags:
+    ``memory``: bytes of guest memory (the MemoryFile's cap; None:
+    unlimited; --memory); ``pids``: live tasks plus unreaped zombies (clone
+    past it is EAGAIN; --pids); ``nofile``: RLIMIT_NOFILE's hard ceiling
+    (--nofile); ``cpus``: host CPUs the Sentry and its stubs may use
+    (--cpus)."""
 
     memory: int | None = None
+    pids: int | None = None
+    nofile: int = 4096
+    cpus: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("memory", "pids", "cpus"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ValueError(f"Limits.{name}={value!r}: expected a positive int or None")
+        if not isinstance(self.nofile, int) or self.nofile < 3:
+            raise ValueError(f"Limits.nofile={self.nofile!r}: expected an int >= 3")
 
 
 @dataclass(frozen=True)
@@ -102,6 +117,19 @@ class Result:
         return self.exit_status if self.signal is None else 128 + self.signal  # type: ignore[return-value]
 
 
+def _volume(v: tuple[str, str, bool]) -> tuple[str, str, bool]:
+    """A checked (host_dir, guest_dir, read_only) volume triple."""
+    try:
+        host, guest, read_only = v
+    except (TypeError, ValueError):
+        raise ValueError(f"volume {v!r}: expected (host_dir, guest_dir, read_only)") from None
+    if not os.path.isdir(host):
+        raise ValueError(f"volume {v!r}: {host!r} is not a directory")
+    if not str(guest).startswith("/"):
+        raise ValueError(f"volume {v!r}: {guest!r} is not an absolute path")
+    return os.path.abspath(host), os.path.normpath(guest), bool(read_only)
+
+
 class Sandbox:
     """What to run programs in (see the module doc). ``platform``: ptrace,
     vmexec or kvm; ``rootfs``: the host directory seen as / (read-only);
@@ -111,7 +139,9 @@ class Sandbox:
     ``network``: "none" (a loopback inside the sandbox only; nothing
     leaves) or "host" (TCP and UDP sockets are host sockets the Sentry
     works for the guest: sentry.net.hostinet); ``env``: the environment
-    (default: PATH only); ``cwd``: working directory inside; ``limits``;
+    (default: PATH only); ``cwd``: working directory inside;
+    ``volumes``: (host_dir, guest_dir, read_only) triples shown inside,
+    writes reaching host_dir (--volume); ``limits``;
     ``timeout``: default seconds per run; ``policy``: hooks
     (sentry.policy); ``seed``: address randomization seed; ``debug``:
     report unsupported calls and faults on stderr.
@@ -121,7 +151,8 @@ class Sandbox:
     def __init__(self, platform: str = "ptrace", rootfs: str = "/", overlay: str = "memory",
                  network: str = "none", env: Mapping[str, str] | None = None, cwd: str = "/",
                  limits: Limits | None = None, timeout: float | None = None, policy: Policy | None = None,
-                 seed: int | None = None, debug: bool = False):
+                 seed: int | None = None, debug: bool = False,
+                 volumes: Sequence[tuple[str, str, bool]] = ()):
         if network not in ("none", "host"):
             raise ValueError(f"network={network!r}: expected 'none' or 'host'")
         overlay = overlay_setting(overlay)
@@ -131,7 +162,9 @@ class Sandbox:
         limits = limits or Limits()
         config = Config(platform=platform, rootfs=rootfs, overlay=overlay, cwd=cwd,
                         env=[os.fsencode(f"{k}={v}") for k, v in env.items()], seed=seed, debug=debug,
-                        memory_limit=limits.memory, timeout=timeout, network=network)
+                        memory_limit=limits.memory, pids_limit=limits.pids, nofile_limit=limits.nofile,
+                        cpus=limits.cpus, timeout=timeout, network=network,
+                        volumes=[_volume(v) for v in volumes])
         self._init(config, policy)
 
     @classmethod

@@ -48,7 +48,7 @@ def test_errors(platform):
         box.run(["/no-such-program"])
     assert e.value.exit_code == 127
     with pytest.raises(ValueError, match="network"):
-        Sandbox(platform=platform, network="host")
+        Sandbox(platform=platform, network="bridge")
     with pytest.raises(SandboxError, match="unknown platform"):
         Sandbox(platform="nope")
 
@@ -57,6 +57,24 @@ def test_memory_limit(platform):
     box = Sandbox(platform=platform, limits=Limits(memory=64 << 20))
     r = box.run(["/usr/bin/python3", "-S", "-c", "b = bytearray(256 << 20)"], timeout=TIMEOUT)
     assert r.exit_status != 0 and b"MemoryError" in r.stderr
+
+
+def test_limits_and_volumes_as_the_cli_flags(platform, tmp_path):
+    """Limits(pids, nofile) and volumes reach the guest as --pids,
+    --nofile and --volume do; bad values are ValueError."""
+    (tmp_path / "in").write_text("from the host\n")
+    box = Sandbox(platform=platform, limits=Limits(pids=3, nofile=64), volumes=[(str(tmp_path), "/vol", False)])
+    script = ("ulimit -Hn; cat /vol/in; echo from the guest > /vol/out; "
+              "sleep 2 & sleep 2 & sleep 2 & wait; echo not reached")
+    r = box.run(["/bin/sh", "-c", script], timeout=TIMEOUT)
+    assert r.stdout == b"64\nfrom the host\n", r.stdout + r.stderr
+    assert r.stderr == b"/bin/sh: 0: Cannot fork\n"  # the third child (sh and two sleeps live): EAGAIN
+    assert (tmp_path / "out").read_text() == "from the guest\n"
+    for bad in (dict(pids=0), dict(memory=-1), dict(nofile=1)):
+        with pytest.raises(ValueError):
+            Limits(**bad)
+    with pytest.raises(ValueError, match="not a directory"):
+        Sandbox(platform=platform, volumes=[(str(tmp_path / "missing"), "/vol", True)])
 
 
 def test_trio_two_sandboxes_at_once(platform):
