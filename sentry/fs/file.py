@@ -60,6 +60,11 @@ KEPT_FLAGS = O_ACCMODE | O_APPEND | O_NONBLOCK | O_DSYNC | O_ASYNC | O_DIRECT | 
 
 SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE = 0, 1, 2, 3, 4
 POLLIN, POLLOUT, POLLERR, POLLHUP = 0x1, 0x4, 0x8, 0x10
+# fallocate modes (<linux/falloc.h>): KEEP_SIZE is a flag, the others are
+# exclusive modes (none set: allocate).
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_NO_HIDE_STALE = 0x01, 0x02, 0x04
+FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_ZERO_RANGE, FALLOC_FL_INSERT_RANGE = 0x08, 0x10, 0x20
+FALLOC_FL_UNSHARE_RANGE, FALLOC_FL_WRITE_ZEROES = 0x40, 0x80
 MAX_OFFSET = (1 << 63) - 1
 
 
@@ -139,6 +144,16 @@ class OpenFile:
 
     def ioctl(self, t, request: int, arg: int) -> int:
         raise SyscallError(errno.ENOTTY)
+
+    def fallocate(self, mode: int, offset: int, length: int) -> None:
+        """fallocate(2) on a regular file opened for writing (the syscall
+        layer checked that and the mode's shape, as vfs_fallocate does).
+        By default only allocation (mode 0 or KEEP_SIZE): memory is taken
+        when written, so only the size changes; other modes EOPNOTSUPP."""
+        if mode & ~FALLOC_FL_KEEP_SIZE:
+            raise SyscallError(errno.EOPNOTSUPP)
+        if not mode & FALLOC_FL_KEEP_SIZE and offset + length > self.stat().st_size:
+            self.truncate(offset + length)
 
     def stat(self):
         return self.node.stat()

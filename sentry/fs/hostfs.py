@@ -20,6 +20,7 @@ cache). Reads and lookups take no lock.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import stat as S
@@ -31,6 +32,10 @@ from sentry.fs.hostroot import HostRoot
 from sentry.fs.node import RENAME_EXCHANGE, DirMoves, FileSystem, Node, check_rename, dtype_of, err
 from sentry.fs.pipe import Pipe, open_end
 
+_libc = ctypes.CDLL(None, use_errno=True)  # the process's own libc, as sentry.net.hostcalls
+_fallocate = _libc.fallocate  # os has only posix_fallocate (no modes)
+_fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+_fallocate.restype = ctypes.c_int
 V9FS_MAGIC = 0x01021997  # what gVisor shows for its gofer mounts
 _SUID_SGID = S.S_ISUID | S.S_ISGID
 
@@ -208,6 +213,11 @@ class HostOpenFile(SeekableFile):
             raise SyscallError(e.errno) from None
         except OverflowError:
             raise SyscallError(errno.EFBIG) from None
+
+    def fallocate(self, mode: int, offset: int, length: int) -> None:
+        """Every mode passes through to the host file (a writable volume)."""
+        if _fallocate(self.hostfd, mode, offset, length) != 0:
+            raise SyscallError(ctypes.get_errno())
 
     def fsync(self) -> None:
         try:

@@ -38,7 +38,8 @@ import stat as S
 import threading
 
 from sentry.errors import SyscallError
-from sentry.fs.file import O_ACCMODE, O_NONBLOCK, O_RDONLY, O_TRUNC, O_WRONLY, DirFile, SeekableFile
+from sentry.fs.file import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, O_ACCMODE, O_NONBLOCK,
+                            O_RDONLY, O_TRUNC, O_WRONLY, DirFile, SeekableFile)
 from sentry.fs.hostroot import HostRoot
 from sentry.fs.node import BLKSIZE, RENAME_EXCHANGE, RENAME_NOREPLACE, DirMoves, FileSystem, Node, Stat, check_rename, dtype_of, err
 from sentry.fs.pipe import Pipe, open_end
@@ -292,6 +293,23 @@ class OvFile(OvNode):
             self.version += 1
         return len(buf)
 
+    def zero_range(self, offset: int, length: int, keep_size: bool) -> None:
+        """fallocate's PUNCH_HOLE (``keep_size``) and ZERO_RANGE: zeros over
+        [offset, offset+length), the file growing to its end unless
+        ``keep_size``. Memory holds no holes: a punched range is zeros."""
+        data = self.copy_up()
+        with self.fs.lock:
+            end = offset + length
+            if not keep_size and end > len(data):
+                self.fs.charge(end - len(data))
+                data.extend(bytes(end - len(data)))
+                self.meta.set_size(end)
+            stop = min(end, len(data))
+            if offset < stop:
+                data[offset:stop] = bytes(stop - offset)
+            self.meta.touch()
+            self.version += 1
+
 
 class OvRegularFile(SeekableFile):
     """An open overlay file. Reads come from the node's memory copy if it
@@ -328,6 +346,14 @@ class OvRegularFile(SeekableFile):
 
     def truncate(self, size: int) -> None:
         self.node.set_size(size)
+
+    def fallocate(self, mode: int, offset: int, length: int) -> None:
+        base = mode & ~FALLOC_FL_KEEP_SIZE
+        if base in (FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE):
+            self.node.fs.check_writable()
+            self.node.zero_range(offset, length, bool(mode & FALLOC_FL_KEEP_SIZE))
+        else:
+            super().fallocate(mode, offset, length)
 
     def mmap_identity(self):
         node = self.node

@@ -7,15 +7,21 @@ the system-call layer waits on the kernel's wait queues for ``readiness``
 to change (told through ``subscribe``) and retries, unless the file is
 O_NONBLOCK. A read returns b"" (EOF) once the last writer is gone; a write
 fails with EPIPE once no reader is left (the caller sends SIGPIPE); writes
-of at most PIPE_BUF bytes are atomic.
+of at most PIPE_BUF bytes are atomic. F_SETPIPE_SZ changes ``capacity``
+(``set_capacity``: a power-of-two number of pages, as Linux rounds).
+
+splice, tee and vmsplice (sentry.syscalls.splice) use ``transfer``,
+``room``, ``put`` and ``unread``: byte moves without PIPE_BUF atomicity.
+Capacity is counted in bytes, where Linux counts page slots.
 
 A pipe is also a node (``PipeNode``): /proc/self/fd/N of a pipe jumps to
 it, and opening it makes a new end of the same pipe (bash's /dev/fd/N).
 A FIFO (overlay.OvFifo) holds a Pipe and opens its ends the same way; a
 blocking FIFO open waits (in the syscall layer) until ``peer_opened``.
 
-Lock order: Pipe.lock is a leaf; subscriber callbacks run after it is
-released.
+Lock order: Pipe.lock is a leaf, but for ``transfer``, which holds two
+pipes' locks, taken in the order of ``id``; subscriber callbacks run after
+they are released.
 """
 from __future__ import annotations
 
@@ -30,6 +36,10 @@ from sentry.fs.node import FileSystem, Node, Stat
 
 PIPE_BUF = 4096
 PIPE_CAPACITY = 65536
+PAGE_SIZE = 4096
+# /proc/sys/fs/pipe-max-size. F_SETPIPE_SZ above it is EPERM even for root,
+# as in gVisor (Linux lets CAP_SYS_RESOURCE pass it).
+PIPE_MAX_SIZE = 1 << 20
 FIONREAD = 0x541B
 
 
@@ -81,6 +91,75 @@ class Pipe:
         """Tell subscribers readiness may have changed. Call without lock."""
         for cb in list(self.subscribers):
             cb()
+
+    def set_capacity(self, arg: int) -> int:
+        """F_SETPIPE_SZ: the capacity becomes ``arg`` (a C unsigned int)
+        rounded up to a power-of-two number of pages, at least one page;
+        returns it. EINVAL past 2**31, EPERM past PIPE_MAX_SIZE, EBUSY if
+        the pipe holds more than that."""
+        arg &= 0xFFFF_FFFF
+        if arg > 1 << 31:
+            raise SyscallError(errno.EINVAL)
+        size = PAGE_SIZE if arg <= PAGE_SIZE else 1 << (arg - 1).bit_length()
+        if size > PIPE_MAX_SIZE:
+            raise SyscallError(errno.EPERM)
+        with self.lock:
+            if len(self.buf) > size:
+                raise SyscallError(errno.EBUSY)
+            self.capacity = size
+        self.notify()  # writers may fit now
+        return size
+
+    def room(self) -> int:
+        """Bytes a splice into the pipe may add now (no atomicity); EPIPE
+        if no read end is open (the caller sends SIGPIPE)."""
+        with self.lock:
+            if self.readers == 0:
+                raise SyscallError(errno.EPIPE)
+            return max(0, self.capacity - len(self.buf))
+
+    def put(self, data: bytes) -> None:
+        """Append ``data``, which the caller sized by ``room`` (a writer
+        racing in between may push the pipe past capacity by as much)."""
+        if data:
+            with self.lock:
+                self.buf += data
+            self.notify()
+
+    def unread(self, data: bytes) -> None:
+        """Put back at the front bytes a splice took but could not deliver."""
+        if data:
+            with self.lock:
+                self.buf[:0] = data
+            self.notify()
+
+
+def transfer(src: Pipe, dst: Pipe, length: int, consume: bool = True) -> int:
+    """splice (``consume``) or tee (not): move or copy up to ``length``
+    bytes from ``src`` into ``dst``, as many as ``src`` holds and ``dst``
+    has room for, never waiting. As Linux's ipipe_prep/opipe_prep: EAGAIN
+    while ``src`` is empty with a writer or ``dst`` full with a reader;
+    then EPIPE if ``dst`` has no reader; 0 when ``src`` is at EOF.
+    EINVAL if they are one pipe."""
+    if src is dst:
+        raise SyscallError(errno.EINVAL)
+    first, second = (src, dst) if id(src) < id(dst) else (dst, src)
+    with first.lock, second.lock:
+        room = dst.capacity - len(dst.buf)
+        if (not src.buf and src.writers) or (room <= 0 and dst.readers):
+            raise SyscallError(errno.EAGAIN)
+        if dst.readers == 0:
+            raise SyscallError(errno.EPIPE)
+        n = min(length, len(src.buf), room)
+        if n:
+            dst.buf += src.buf[:n]
+            if consume:
+                del src.buf[:n]
+    if n:
+        if consume:
+            src.notify()
+        dst.notify()
+    return n
 
 
 def new_pipe(flags: int = 0) -> tuple["PipeReader", "PipeWriter"]:
@@ -168,7 +247,8 @@ class PipeEnd(OpenFile):
             p.readers -= self.reads
             p.writers -= self.writes
             if not p.readers and not p.writers:
-                p.buf.clear()  # a FIFO starts empty when next opened
+                p.buf.clear()  # a FIFO starts empty, and of the default size, when next opened
+                p.capacity = PIPE_CAPACITY
         p.notify()
 
     def subscribe(self, cb: Callable[[], None]) -> None:

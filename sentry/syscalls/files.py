@@ -17,10 +17,13 @@ import time
 
 from abi.fs_structs import FLOCK, TIMESPEC, pack_stat, pack_statfs, pack_statx
 from sentry.errors import SyscallError
-from sentry.fs.file import (O_APPEND, O_CLOEXEC, O_CREAT, O_DIRECT, O_NONBLOCK, O_PATH, O_TRUNC, O_WRONLY,
-                            MAX_OFFSET, POLLERR, POLLHUP, POLLIN, POLLOUT, SEEK_CUR, SEEK_END, SEEK_SET, SETFL_MASK,
-                            OpenFile)
+from sentry.fs.file import (FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE, FALLOC_FL_KEEP_SIZE,
+                            FALLOC_FL_PUNCH_HOLE, FALLOC_FL_UNSHARE_RANGE, FALLOC_FL_WRITE_ZEROES, FALLOC_FL_ZERO_RANGE,
+                            O_APPEND, O_CLOEXEC, O_CREAT, O_DIRECT, O_NONBLOCK, O_PATH, O_TRUNC, O_WRONLY, MAX_OFFSET,
+                            POLLERR, POLLHUP, POLLIN, POLLOUT, SEEK_CUR, SEEK_END, SEEK_SET, SETFL_MASK, OpenFile,
+                            SeekableFile)
 from sentry.fs import locks
+from sentry.fs.anon import AnonNode
 from sentry.fs.node import W_OK, X_OK, Node, may_access
 from sentry.fs.pipe import PipeEnd, PipeNode, new_pipe
 from sentry.fs.synth import SynthFS
@@ -52,7 +55,7 @@ F_SETLEASE, F_GETLEASE = 1024, 1025
 F_DUPFD_CLOEXEC, F_SETPIPE_SZ, F_GETPIPE_SZ, F_ADD_SEALS, F_GET_SEALS = 1030, 1031, 1032, 1033, 1034
 FD_CLOEXEC = 1
 # ioctls handled by the descriptor layer itself
-FIONCLEX, FIOCLEX, FIONBIO = 0x5450, 0x5451, 0x5421
+FIONCLEX, FIOCLEX, FIONBIO, FIONREAD = 0x5450, 0x5451, 0x5421, 0x541B
 
 OPEN_FLAGS = {0o1: "O_WRONLY", 0o2: "O_RDWR", 0o100: "O_CREAT", 0o200: "O_EXCL", 0o400: "O_NOCTTY",
               0o1000: "O_TRUNC", 0o2000: "O_APPEND", 0o4000: "O_NONBLOCK", 0o200000: "O_DIRECTORY",
@@ -60,7 +63,8 @@ OPEN_FLAGS = {0o1: "O_WRONLY", 0o2: "O_RDWR", 0o100: "O_CREAT", 0o200: "O_EXCL",
 AT_FLAGS = {0x100: "AT_SYMLINK_NOFOLLOW", 0x200: "AT_REMOVEDIR", 0x400: "AT_SYMLINK_FOLLOW",
             0x800: "AT_NO_AUTOMOUNT", 0x1000: "AT_EMPTY_PATH"}
 FCNTL_CMDS = {0: "F_DUPFD", 1: "F_GETFD", 2: "F_SETFD", 3: "F_GETFL", 4: "F_SETFL", 5: "F_GETLK",
-              6: "F_SETLK", 7: "F_SETLKW", 1030: "F_DUPFD_CLOEXEC", 1032: "F_GETPIPE_SZ"}
+              6: "F_SETLK", 7: "F_SETLKW", 1030: "F_DUPFD_CLOEXEC", 1031: "F_SETPIPE_SZ",
+              1032: "F_GETPIPE_SZ"}
 WHENCE = {0: "SEEK_SET", 1: "SEEK_CUR", 2: "SEEK_END", 3: "SEEK_DATA", 4: "SEEK_HOLE"}
 DirFD = FD
 WriteIOVec = Arg("iniovec")  # iovecs the call takes data from (count: the next argument)
@@ -132,8 +136,8 @@ def _write(t: Task, f: OpenFile, data: bytes) -> int:
     while True:
         try:
             done += f.write(data[done:] if done else data)
-            if done >= len(data) or not f.can_block:
-                return done
+            if done >= len(data) or not f.can_block or f.flags & O_NONBLOCK:
+                return done  # all, or what fit without waiting
         except SyscallError as e:
             if e.errno == errno.EPIPE:
                 _sigpipe(t)
@@ -327,6 +331,10 @@ def sys_copy_file_range(t: Task, in_fd: int, off_in: int, out_fd: int, off_out: 
     length = min(length, MAX_RW)
     pos_in = _offset_arg(t, off_in, src)
     pos_out = _offset_arg(t, off_out, dst)
+    if src.node is dst.node:  # one file: the ranges (shortened to EOF) must not overlap
+        count = max(0, min(length, src.stat().st_size - pos_in))
+        if pos_out + count > pos_in and pos_out < pos_in + count:
+            raise SyscallError(errno.EINVAL)
     data = src.pread(length, pos_in)
     n = dst.pwrite(data, pos_out) if data else 0
     for ptr, f, pos in ((off_in, src, pos_in), (off_out, dst, pos_out)):
@@ -347,7 +355,10 @@ def _offset_arg(t: Task, ptr: int, f: OpenFile) -> int:
     return off
 
 
-FALLOC_FL_KEEP_SIZE = 1
+# The exclusive fallocate modes, and whether each must (True), may (None) or
+# must not (False) come with FALLOC_FL_KEEP_SIZE, as vfs_fallocate checks.
+_FALLOC_MODES = {0: None, FALLOC_FL_UNSHARE_RANGE: None, FALLOC_FL_ZERO_RANGE: None, FALLOC_FL_PUNCH_HOLE: True,
+                 FALLOC_FL_COLLAPSE_RANGE: False, FALLOC_FL_INSERT_RANGE: False, FALLOC_FL_WRITE_ZEROES: False}
 
 
 def sys_fallocate(t: Task, fd: int, mode: int, offset: int, length: int) -> int:
@@ -355,14 +366,17 @@ def sys_fallocate(t: Task, fd: int, mode: int, offset: int, length: int) -> int:
     offset, length, mode = s64(offset), s64(length), s32(mode)
     if offset < 0 or length <= 0:
         raise SyscallError(errno.EINVAL)
-    if mode & ~FALLOC_FL_KEEP_SIZE:
-        raise SyscallError(errno.EOPNOTSUPP)
+    base = mode & ~FALLOC_FL_KEEP_SIZE
+    if base not in _FALLOC_MODES or _FALLOC_MODES[base] not in (None, bool(mode & FALLOC_FL_KEEP_SIZE)):
+        raise SyscallError(errno.EOPNOTSUPP)  # unknown bits, two modes, or KEEP_SIZE where it must (not) be
     if not f.writable:
         raise SyscallError(errno.EBADF)
-    if f.node is None or f.node.kind != S.S_IFREG:
-        raise SyscallError(errno.ESPIPE if isinstance(f, PipeEnd) else errno.ENODEV)
-    if not mode & FALLOC_FL_KEEP_SIZE and offset + length > f.stat().st_size:
-        f.truncate(offset + length)  # memory is allocated on write anyway
+    kind = f.node.kind if f.node is not None else 0
+    if kind != S.S_IFREG:
+        raise SyscallError(errno.ESPIPE if kind == S.S_IFIFO else errno.EISDIR if kind == _DIR else errno.ENODEV)
+    if offset + length > MAX_OFFSET:
+        raise SyscallError(errno.EFBIG)
+    f.fallocate(mode, offset, length)
     return 0
 
 
@@ -457,14 +471,10 @@ def sys_fcntl(t: Task, fd: int, cmd: int, arg: int) -> int:
         return 0
     if cmd == F_SETOWN:
         return 0
-    if cmd == F_GETPIPE_SZ:
-        if not isinstance(f.node, PipeNode):
+    if cmd in (F_GETPIPE_SZ, F_SETPIPE_SZ):
+        if not isinstance(f, PipeEnd):  # a pipe or a FIFO
             raise SyscallError(errno.EBADF)
-        return f.node.pipe.capacity
-    if cmd == F_SETPIPE_SZ:
-        if not isinstance(f.node, PipeNode):
-            raise SyscallError(errno.EBADF)
-        return f.node.pipe.capacity  # fixed size; Linux may round up too
+        return f.pipe.capacity if cmd == F_GETPIPE_SZ else f.pipe.set_capacity(arg)
     if cmd == F_GET_SEALS:
         raise SyscallError(errno.EINVAL)
     if cmd == F_GETLEASE:
@@ -543,6 +553,10 @@ def sys_ioctl(t: Task, fd: int, request: int, arg: int) -> int:
         return 0
     if f.flags & O_PATH:
         raise SyscallError(errno.EBADF)
+    if request == FIONREAD and isinstance(f, SeekableFile) and f.node is not None and f.node.kind == S.S_IFREG:
+        # As Linux's do_vfs_ioctl: the size less the offset, as a C int (negative past EOF).
+        t.mm.copy_out(arg, ((f.stat().st_size - f.offset) & 0xFFFFFFFF).to_bytes(4, "little"))
+        return 0
     return f.ioctl(t, request, arg)
 
 
@@ -1038,7 +1052,11 @@ def sys_link(t: Task, old: int, new: int) -> int:
 
 # --- no-ops with checks ------------------------------------------------------------------
 def sys_fsync(t: Task, fd: int) -> int:
-    t.fds.get(s32(fd)).fsync()
+    f = t.fds.get(s32(fd))
+    node = f.node
+    if node is not None and (node.kind in (S.S_IFIFO, S.S_IFSOCK) or isinstance(node, AnonNode)):
+        raise SyscallError(errno.EINVAL)  # Linux: no ->fsync for pipes, sockets, anon inodes
+    f.fsync()
     return 0
 
 
@@ -1098,7 +1116,8 @@ ENTRIES = entries(
     partial("pwritev2", sys_pwritev2, args=(FD, WriteIOVec, Int, Int, Int, Hex), note="RWF_NOWAIT/APPEND: EOPNOTSUPP"),
     supported("sendfile", sys_sendfile, args=(FD, FD, Ptr, Size)),
     supported("copy_file_range", sys_copy_file_range, args=(FD, Ptr, FD, Ptr, Size, Hex)),
-    partial("fallocate", sys_fallocate, args=(FD, Hex, Int, Int), note="modes other than KEEP_SIZE: EOPNOTSUPP"),
+    partial("fallocate", sys_fallocate, args=(FD, Hex, Int, Int),
+            note="in memory: no COLLAPSE/INSERT/UNSHARE_RANGE or WRITE_ZEROES (EOPNOTSUPP); volumes pass through"),
     supported("lseek", sys_lseek, args=(FD, Int, Enum(WHENCE))),
     supported("open", sys_open, args=(Path, Flags(OPEN_FLAGS), Hex)),
     supported("openat", sys_openat, args=(DirFD, Path, Flags(OPEN_FLAGS), Hex)),

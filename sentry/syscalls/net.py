@@ -320,9 +320,13 @@ def _read_control(t: Task, sock: Socket, addr: int, length: int) -> tuple[list[O
                     raise SyscallError(errno.EINVAL)
                 pid, uid, gid = _UCRED.unpack_from(payload)
                 c = t.creds
+                if uid == 0xFFFFFFFF or gid == 0xFFFFFFFF:
+                    raise SyscallError(errno.EINVAL)  # not a valid id
                 if c.euid != 0 and (pid != t.pid or uid not in (c.uid, c.euid, c.suid)
                                     or gid not in (c.gid, c.egid, c.sgid)):
                     raise SyscallError(errno.EPERM)
+                if pid != t.pid and pid not in t.kernel.tasks and pid not in t.kernel.groups:
+                    raise SyscallError(errno.ESRCH)  # root may name any pid of the sandbox, live or zombie
                 creds = (pid, uid, gid)
             else:
                 raise SyscallError(errno.EINVAL)
