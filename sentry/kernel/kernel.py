@@ -300,11 +300,21 @@ class Kernel:
             group.zombie = True
             init = self.init
             orphans = list(group.children)
+            # Orphans go to the nearest live ancestor that is a subreaper
+            # (prctl(PR_SET_CHILD_SUBREAPER) sets ``child_subreaper``), else
+            # init; the reaper is woken, since a zombie orphan is now its to wait for.
+            reaper = group.parent
+            while reaper is not None and not (getattr(reaper, "child_subreaper", False)
+                                              and reaper.exit_status is None):
+                reaper = reaper.parent
+            reaper = reaper or init
             for child in group.children:
-                child.parent = init if init is not group else None
-                if init is not None and init is not group:
-                    init.children.append(child)
+                child.parent = reaper if reaper is not group else None
+                if reaper is not None and reaper is not group:
+                    reaper.children.append(child)
             group.children = []
+            if orphans and reaper is not None and reaper is not group:
+                reaper.child_events.notify()
             parent = group.parent
             autoreap = parent is not None and (
                 parent.sigactions[S.SIGCHLD].handler == 1

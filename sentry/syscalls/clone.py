@@ -1,4 +1,6 @@
-"""Process creation and reaping: clone, clone3, fork, vfork, wait4, waitid.
+"""Process creation and reaping: clone, clone3, fork, vfork, wait4, waitid,
+and the pidfds that stand for processes (CLONE_PIDFD, pidfd_open,
+pidfd_send_signal, waitid(P_PIDFD); the file is sentry/fs/pidfd.py).
 
 A new task gets its own OS thread (Kernel.spawn). Its address space is the
 parent's (CLONE_VM) or a copy-on-write fork of it, activated from the
@@ -12,10 +14,14 @@ import struct
 import time
 
 from sentry.errors import SyscallError
+from sentry.fs.file import O_NONBLOCK
+from sentry.fs.pidfd import PidFD
+from sentry.kernel import signals as sig
 from sentry.kernel.cputime import fold_reaped_child, group_times
 from sentry.kernel.task import Task, ThreadGroup
 from sentry.kernel.wait import wait_until
-from sentry.syscalls.spec import Flags, Hex, Int, Ptr, Size, Struct, entries, partial, s32, supported
+from sentry.syscalls import sched
+from sentry.syscalls.spec import FD, Flags, Hex, Int, Ptr, Signal, Size, Struct, entries, partial, s32, supported
 
 CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
 CLONE_PIDFD, CLONE_PTRACE, CLONE_VFORK, CLONE_PARENT = 0x1000, 0x2000, 0x4000, 0x8000
@@ -37,11 +43,15 @@ P_ALL, P_PID, P_PGID, P_PIDFD = 0, 1, 2, 3
 
 
 def do_clone(t: Task, flags: int, stack: int, parent_tid: int, child_tid: int, tls: int,
-             exit_signal: int) -> int:
+             exit_signal: int, pidfd_addr: int = 0) -> int:
+    """``pidfd_addr``: where CLONE_PIDFD stores the new process's pidfd (an
+    int); clone passes parent_tid, clone3 its own field."""
     kernel = t.kernel
     if flags & CLONE_THREAD and not flags & CLONE_SIGHAND or flags & CLONE_SIGHAND and not flags & CLONE_VM:
         raise SyscallError(errno.EINVAL)
     if flags & (CLONE_PIDFD | CLONE_PARENT) and flags & CLONE_THREAD:
+        raise SyscallError(errno.EINVAL)
+    if flags & CLONE_PIDFD and (flags & CLONE_DETACHED or flags & CLONE_PARENT_SETTID and pidfd_addr == parent_tid):
         raise SyscallError(errno.EINVAL)
     if flags & _NAMESPACES:
         raise SyscallError(errno.EPERM)
@@ -78,6 +88,7 @@ def do_clone(t: Task, flags: int, stack: int, parent_tid: int, child_tid: int, t
         state.regs.fs_base = tls
     child = Task(kernel, tid, group, mm, fds, fs, state, kernel.platform.new_context())
     child.comm = t.comm
+    sched.inherit(t, child)
     child.signal_mask = t.signal_mask
     if not flags & CLONE_THREAD:
         child.sigaltstack = t.sigaltstack
@@ -87,8 +98,10 @@ def do_clone(t: Task, flags: int, stack: int, parent_tid: int, child_tid: int, t
         t.mm.write_u32(parent_tid, tid)
     if flags & CLONE_CHILD_SETTID:
         mm.write_u32(child_tid, tid)
+    refused, pidfd = _new_pidfd(t, group, pidfd_addr) if flags & CLONE_PIDFD else (0, -1)
     with kernel.lock:
-        refused = errno.EINTR if t.group.exit_status is not None else errno.EAGAIN if _over_pids(kernel) else 0
+        refused = refused or (errno.EINTR if t.group.exit_status is not None else
+                              errno.EAGAIN if _over_pids(kernel) else 0)
         if not refused:
             group.tasks.append(child)
             kernel.tasks[tid] = child
@@ -96,6 +109,8 @@ def do_clone(t: Task, flags: int, stack: int, parent_tid: int, child_tid: int, t
                 kernel.groups[tid] = group
                 group.parent.children.append(group)  # type: ignore[union-attr]
     if refused:  # undo what the child would have owned
+        if pidfd >= 0:
+            t.fds.close(pidfd)
         if mm is not t.mm:
             mm.release()
         if fds is not t.fds:
@@ -113,6 +128,21 @@ def do_clone(t: Task, flags: int, stack: int, parent_tid: int, child_tid: int, t
     return tid
 
 
+def _new_pidfd(t: Task, group: ThreadGroup, addr: int) -> tuple[int, int]:
+    """CLONE_PIDFD: a close-on-exec pidfd for ``group`` in the caller's
+    table (a child with its own table never has it), its number stored at
+    ``addr``. Returns (errno, fd): a failure is the clone's."""
+    try:
+        fd = t.fds.install(PidFD(t.kernel, group, 0), cloexec=True)
+    except SyscallError as e:
+        return e.errno, -1
+    try:
+        t.mm.write_u32(addr, fd)
+    except SyscallError as e:
+        return e.errno, fd
+    return 0, fd
+
+
 def _over_pids(kernel) -> bool:
     """True if --pids leaves no room for one more task. It counts as the
     pids cgroup does: live tasks and zombies not yet reaped."""
@@ -124,7 +154,7 @@ def _over_pids(kernel) -> bool:
 
 
 def sys_clone(t: Task, flags: int, stack: int, parent_tid: int, child_tid: int, tls: int) -> int:
-    return do_clone(t, flags & ~0xFF, stack, parent_tid, child_tid, tls, flags & 0xFF)
+    return do_clone(t, flags & ~0xFF, stack, parent_tid, child_tid, tls, flags & 0xFF, parent_tid)
 
 
 def sys_fork(t: Task) -> int:
@@ -144,10 +174,10 @@ def sys_clone3(t: Task, args: int, size: int) -> int:
     raw = t.mm.copy_in(args, min(size, _CLONE_ARGS.size)).ljust(_CLONE_ARGS.size, b"\0")
     flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup = \
         _CLONE_ARGS.unpack(raw)
-    if set_tid or set_tid_size or flags & CLONE_PIDFD or exit_signal > 64:
+    if set_tid or set_tid_size or exit_signal > 64:
         raise SyscallError(errno.EINVAL if exit_signal > 64 else errno.ENOSYS)
     top = stack + stack_size if stack else 0
-    return do_clone(t, flags, top, parent_tid, child_tid, tls, exit_signal)
+    return do_clone(t, flags, top, parent_tid, child_tid, tls, exit_signal, pidfd)
 
 
 def _matches(t: Task, child: ThreadGroup, idtype: int, ident: int, options: int) -> bool:
@@ -243,9 +273,18 @@ def sys_wait4(t: Task, pid: int, status_addr: int, options: int, rusage: int) ->
 def sys_waitid(t: Task, idtype: int, ident: int, infop: int, options: int, rusage: int) -> int:
     if not options & (WEXITED | WUNTRACED | WCONTINUED):
         raise SyscallError(errno.EINVAL)
-    if idtype not in (P_ALL, P_PID, P_PGID):
+    if idtype not in (P_ALL, P_PID, P_PGID, P_PIDFD):
         raise SyscallError(errno.EINVAL)
-    got = _wait(t, idtype, s32(ident), options)
+    ident = s32(ident)
+    nonblock = False
+    if idtype == P_PIDFD:  # the pidfd's process; a non-blocking pidfd makes it WNOHANG (EAGAIN, not 0)
+        f = pidfd_file(t, ident) if ident >= 0 else None
+        if f is None:
+            raise SyscallError(errno.EINVAL)
+        idtype, ident = P_PID, f.group.pid
+        nonblock = bool(f.flags & O_NONBLOCK) and not options & WNOHANG
+        options |= WNOHANG if nonblock else 0
+    got = _wait(t, idtype, ident, options)
     if infop:
         if got is None:
             t.mm.copy_out(infop, bytes(128))
@@ -266,6 +305,63 @@ def sys_waitid(t: Task, idtype: int, ident: int, infop: int, options: int, rusag
         _copy_out_rusage(t, rusage, got[0])
     if got is not None and got[0].zombie and not options & WNOWAIT:
         _reap(t, got[0])
+    if got is None and nonblock:
+        raise SyscallError(errno.EAGAIN)
+    return 0
+
+
+# --- pidfds ----------------------------------------------------------------------------
+PIDFD_NONBLOCK = O_NONBLOCK
+
+
+def pidfd_file(t: Task, fd: int) -> PidFD:
+    """The pidfd at ``fd``; EBADF if ``fd`` is not one."""
+    f = t.fds.get(fd)
+    if not isinstance(f, PidFD):
+        raise SyscallError(errno.EBADF)
+    return f
+
+
+def sys_pidfd_open(t: Task, pid: int, flags: int) -> int:
+    """A pidfd for process ``pid`` (live, or a zombie not yet reaped);
+    ENOENT for a thread that leads no process, as Linux >= 6.9 (PIDFD_THREAD
+    itself is refused, as before 6.9)."""
+    pid = s32(pid)
+    if flags & ~PIDFD_NONBLOCK or pid <= 0:
+        raise SyscallError(errno.EINVAL)
+    kernel = t.kernel
+    with kernel.lock:
+        group = kernel.groups.get(pid)
+        thread = pid in kernel.tasks
+    if group is None:
+        raise SyscallError(errno.ENOENT if thread else errno.ESRCH)
+    return t.fds.install(PidFD(kernel, group, flags), cloexec=True)
+
+
+def sys_pidfd_send_signal(t: Task, fd: int, signo: int, info_addr: int, flags: int) -> int:
+    """kill(2) through a pidfd. ``info``: the siginfo to send, which only
+    the process itself may make look like the kernel's (si_code >= 0 or
+    SI_TKILL: EPERM). A zombie takes the signal and drops it; once reaped,
+    ESRCH."""
+    signo = s32(signo)
+    if flags:
+        raise SyscallError(errno.EINVAL)
+    f = pidfd_file(t, s32(fd))
+    group = f.group
+    if info_addr:
+        info = t.mm.copy_in(info_addr, sig.SIGINFO_SIZE)
+        si_signo, _errno, si_code = struct.unpack_from("<iii", info)
+        if si_signo != signo:
+            raise SyscallError(errno.EINVAL)
+        if group is not t.group and (si_code >= 0 or si_code == sig.SI_TKILL):
+            raise SyscallError(errno.EPERM)
+    else:
+        info = sig.siginfo(signo, sig.SI_USER, pid=t.group.pid, uid=t.creds.uid)
+    if f.reaped():
+        raise SyscallError(errno.ESRCH)
+    if not 0 <= signo <= 64:
+        raise SyscallError(errno.EINVAL)
+    sig.send(t.kernel, group, signo, info)
     return 0
 
 
@@ -274,9 +370,13 @@ WAIT_NAMES = {1: "WNOHANG", 2: "WUNTRACED", 8: "WCONTINUED", 4: "WEXITED", 0x010
 
 ENTRIES = entries(
     supported("clone", sys_clone, args=(Flags(CLONE_NAMES), Hex, Ptr, Ptr, Hex)),
-    partial("clone3", sys_clone3, args=(Struct("clone_args"), Size), note="no set_tid, no pidfd"),
+    partial("clone3", sys_clone3, args=(Struct("clone_args"), Size), note="no set_tid"),
     supported("fork", sys_fork),
     supported("vfork", sys_vfork),
     supported("wait4", sys_wait4, args=(Int, Ptr, Flags(WAIT_NAMES), Ptr)),
     supported("waitid", sys_waitid, args=(Int, Int, Ptr, Flags(WAIT_NAMES), Ptr)),
+    partial("pidfd_open", sys_pidfd_open, args=(Int, Flags({PIDFD_NONBLOCK: "PIDFD_NONBLOCK"})),
+            note="no PIDFD_THREAD (Linux 6.9)"),
+    partial("pidfd_send_signal", sys_pidfd_send_signal, args=(FD, Signal, Ptr, Hex),
+            note="no PIDFD_SIGNAL_* flags (Linux 6.9)"),
 )

@@ -19,6 +19,7 @@ ARCH_GET_CPUID, ARCH_SET_CPUID = 0x1011, 0x1012
 PR_SET_PDEATHSIG, PR_GET_PDEATHSIG, PR_GET_DUMPABLE, PR_SET_DUMPABLE = 1, 2, 3, 4
 PR_SET_NAME, PR_GET_NAME, PR_SET_NO_NEW_PRIVS, PR_GET_NO_NEW_PRIVS = 15, 16, 38, 39
 PR_SET_VMA, PR_CAPBSET_READ = 0x53564D41, 23
+PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
 RLIM_INFINITY = (1 << 64) - 1
 RLIMIT_NAMES = {0: "RLIMIT_CPU", 1: "RLIMIT_FSIZE", 2: "RLIMIT_DATA", 3: "RLIMIT_STACK", 4: "RLIMIT_CORE",
                 5: "RLIMIT_RSS", 6: "RLIMIT_NPROC", 7: "RLIMIT_NOFILE", 8: "RLIMIT_MEMLOCK", 9: "RLIMIT_AS",
@@ -324,6 +325,12 @@ def sys_prctl(t: Task, option: int, a2: int, a3: int, a4: int, a5: int) -> int:
     if option == PR_GET_PDEATHSIG:
         t.mm.write_u32(a2, t.pdeathsig)
         return 0
+    if option == PR_SET_CHILD_SUBREAPER:  # orphans below come here (Kernel._become_zombie); fork keeps it off
+        t.group.child_subreaper = bool(a2)  # type: ignore[attr-defined]
+        return 0
+    if option == PR_GET_CHILD_SUBREAPER:
+        t.mm.write_u32(a2, int(getattr(t.group, "child_subreaper", False)))
+        return 0
     if option == PR_CAPBSET_READ:
         return 1 if a2 < 41 else -errno.EINVAL
     raise SyscallError(errno.EINVAL)
@@ -355,15 +362,6 @@ def sys_getcpu(t: Task, cpu: int, node: int, cache: int) -> int:
     if node:
         t.mm.write_u32(node, 0)
     return 0
-
-
-def sys_sched_getparam(t: Task, pid: int, param: int) -> int:
-    t.mm.write_u32(param, 0)
-    return 0
-
-
-def sys_sched_getscheduler(t: Task, pid: int) -> int:
-    return 0  # SCHED_OTHER
 
 
 def sys_getrusage(t: Task, who: int, addr: int) -> int:
@@ -412,12 +410,11 @@ ENTRIES = entries(
     supported("prlimit64", sys_prlimit64, args=(Int, Enum(RLIMIT_NAMES), Struct("rlimit"), Ptr)),
     supported("getrlimit", sys_getrlimit, args=(Enum(RLIMIT_NAMES), Ptr)),
     supported("setrlimit", sys_setrlimit, args=(Enum(RLIMIT_NAMES), Struct("rlimit"))),
-    partial("prctl", sys_prctl, args=(Int, Hex, Hex, Hex, Hex), note="names, pdeathsig; dumpable and no_new_privs accepted"),
+    partial("prctl", sys_prctl, args=(Int, Hex, Hex, Hex, Hex),
+            note="names, pdeathsig, child subreaper; dumpable and no_new_privs accepted"),
     supported("sched_getaffinity", sys_sched_getaffinity, args=(Int, Size, Ptr)),
     partial("sched_setaffinity", sys_sched_setaffinity, args=(Int, Size, Ptr), note="accepted, not applied"),
     supported("sched_yield", sys_sched_yield), supported("getcpu", sys_getcpu, args=(Ptr, Ptr, Ptr)),
-    supported("sched_getparam", sys_sched_getparam, args=(Int, Ptr)),
-    supported("sched_getscheduler", sys_sched_getscheduler, args=(Int,)),
     supported("getrusage", sys_getrusage, args=(Int, Ptr)),
     supported("times", sys_times, args=(Ptr,)),
     error("rseq", errno.ENOSYS, note="glibc falls back without it", args=(Hex, Size, Int, Hex)),

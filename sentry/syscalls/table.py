@@ -6,12 +6,12 @@ from __future__ import annotations
 import functools
 
 from abi.sysnr import NAMES
-from sentry.syscalls import (clone, events, files, futex, memory, net, poll, process, signals, splice, system, time,
-                             timer)
+from sentry.syscalls import (clone, events, files, futex, memory, net, poll, process, sched, signals, splice, system,
+                             time, timer)
 from sentry.syscalls.spec import Status, Syscall
 
 TABLE: dict[int, Syscall] = {}
-for _area in (memory, process, clone, futex, signals, system, time, timer, files, splice, poll, net, events):
+for _area in (memory, process, sched, clone, futex, signals, system, time, timer, files, splice, poll, net, events):
     for _nr, _entry in _area.ENTRIES.items():
         assert _nr not in TABLE, f"{_entry.name} is in two areas"
         TABLE[_nr] = _entry
