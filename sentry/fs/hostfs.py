@@ -27,10 +27,13 @@ import stat as S
 import threading
 
 from sentry.errors import SyscallError
-from sentry.fs.file import O_ACCMODE, O_RDONLY, O_TRUNC, DirFile, SeekableFile
+from sentry.fs.file import (FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE, FALLOC_FL_PUNCH_HOLE,
+                            FALLOC_FL_WRITE_ZEROES, FALLOC_FL_ZERO_RANGE, O_ACCMODE, O_RDONLY, O_TRUNC, DirFile,
+                            SeekableFile)
 from sentry.fs.hostroot import HostRoot
 from sentry.fs.node import RENAME_EXCHANGE, DirMoves, FileSystem, Node, check_rename, dtype_of, err
 from sentry.fs.pipe import Pipe, open_end
+from sentry.mm.pagecache import MAPPED
 
 _libc = ctypes.CDLL(None, use_errno=True)  # the process's own libc, as sentry.net.hostcalls
 _fallocate = _libc.fallocate  # os has only posix_fallocate (no modes)
@@ -104,6 +107,9 @@ class HostNode(Node):
                 raise SyscallError(e.errno) from None
             finally:
                 os.close(fd)
+            cache = MAPPED.get(id(self))
+            if cache is not None:  # mapped: pages past the end go
+                cache.truncated(self, size)
         if mode is not None:
             host.chmod(self.rel, _host_mode(self.stat().st_mode, mode))
         if uid is not None or gid is not None:
@@ -164,7 +170,11 @@ class HostFile(HostNode):
         if acc != O_RDONLY or flags & O_TRUNC:
             self.fs.check_writable()
         host_flags = {0: os.O_RDONLY, 1: os.O_WRONLY}.get(acc, os.O_RDWR) | (os.O_TRUNC if flags & O_TRUNC else 0)
-        return HostOpenFile(self, path, flags, self.fs.host.open(self.rel, flags=host_flags))
+        f = HostOpenFile(self, path, flags, self.fs.host.open(self.rel, flags=host_flags))
+        cache = MAPPED.get(id(self)) if flags & O_TRUNC else None
+        if cache is not None:  # mapped: every page goes
+            cache.truncated(self, 0)
+        return f
 
 
 class HostOpenFile(SeekableFile):
@@ -190,21 +200,27 @@ class HostOpenFile(SeekableFile):
         return self._fstat().st_size
 
     def direct_fd(self) -> int | None:
-        return self.hostfd
+        return self.hostfd if id(self.node) not in MAPPED else None  # mapped: reads go through the pages
 
     def pread(self, length: int, offset: int) -> bytes:
         try:
-            return os.pread(self.hostfd, length, offset)
+            data = os.pread(self.hostfd, length, offset)
         except OSError as e:
             raise SyscallError(e.errno) from None
+        cache = MAPPED.get(id(self.node))
+        return data if cache is None else cache.read(self.node, offset, data)  # mapped: the pages' bytes
 
     def pwrite(self, data: bytes, offset: int) -> int:
         try:
-            return os.pwrite(self.hostfd, data, offset)
+            n = os.pwrite(self.hostfd, data, offset)
         except OSError as e:
             raise SyscallError(e.errno) from None
         except OverflowError:
             raise SyscallError(errno.EFBIG) from None
+        cache = MAPPED.get(id(self.node))
+        if cache is not None:  # mapped: the pages take the write too
+            cache.written(self.node, offset, data[:n])
+        return n
 
     def truncate(self, size: int) -> None:
         try:
@@ -213,17 +229,40 @@ class HostOpenFile(SeekableFile):
             raise SyscallError(e.errno) from None
         except OverflowError:
             raise SyscallError(errno.EFBIG) from None
+        cache = MAPPED.get(id(self.node))
+        if cache is not None:  # mapped: pages past the end go
+            cache.truncated(self.node, size)
 
     def fallocate(self, mode: int, offset: int, length: int) -> None:
-        """Every mode passes through to the host file (a writable volume)."""
+        """Every mode passes through to the host file (a writable volume);
+        a mapped file's pages follow, as Linux's page cache: zeroed over a
+        punched or zeroed range; written back before a collapse or insert
+        moves the content, read again after it."""
+        cache = MAPPED.get(id(self.node))
+        moves = mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE)
+        if cache is not None and moves:
+            cache.sync(self.node)
         if _fallocate(self.hostfd, mode, offset, length) != 0:
             raise SyscallError(ctypes.get_errno())
+        if cache is None:
+            return
+        if moves:
+            cache.reload(self.node, lambda n, off: os.pread(self.hostfd, n, off))
+            cache.truncated(self.node, self.size())
+        elif mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE | FALLOC_FL_WRITE_ZEROES):
+            cache.zeroed(self.node, offset, length)
 
     def fsync(self) -> None:
+        cache = MAPPED.get(id(self.node))
+        if cache is not None:  # stores through shared mappings reach the host file first
+            cache.sync(self.node)
         try:
             os.fsync(self.hostfd)
         except OSError as e:
             raise SyscallError(e.errno) from None
+
+    def mutable(self) -> bool:
+        return self.node.fs.writable
 
     def mmap_identity(self):
         st = self._fstat()

@@ -43,6 +43,7 @@ from sentry.fs.file import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL
 from sentry.fs.hostroot import HostRoot
 from sentry.fs.node import BLKSIZE, RENAME_EXCHANGE, RENAME_NOREPLACE, DirMoves, FileSystem, Node, Stat, check_rename, dtype_of, err
 from sentry.fs.pipe import Pipe, open_end
+from sentry.mm.pagecache import MAPPED
 
 OVERLAYFS_SUPER_MAGIC = 0x794C7630
 NAME_MAX = 255
@@ -278,6 +279,9 @@ class OvFile(OvNode):
             self.meta.set_size(size)
             self.meta.touch()
             self.version += 1
+        cache = MAPPED.get(id(self))
+        if cache is not None:  # mapped: pages past the end go
+            cache.truncated(self, size)
 
     def write_at(self, buf: bytes, offset: int) -> int:
         data = self.copy_up()
@@ -309,6 +313,9 @@ class OvFile(OvNode):
                 data[offset:stop] = bytes(stop - offset)
             self.meta.touch()
             self.version += 1
+        cache = MAPPED.get(id(self))
+        if cache is not None:
+            cache.zeroed(self, offset, length)
 
 
 class OvRegularFile(SeekableFile):
@@ -335,14 +342,21 @@ class OvRegularFile(SeekableFile):
     def pread(self, length: int, offset: int) -> bytes:
         data = self.node.data
         if data is not None:
-            return bytes(data[offset:offset + length])
-        try:
-            return os.pread(self.hostfd, length, offset)
-        except OSError as e:
-            raise SyscallError(e.errno) from None
+            out = bytes(data[offset:offset + length])
+        else:
+            try:
+                out = os.pread(self.hostfd, length, offset)
+            except OSError as e:
+                raise SyscallError(e.errno) from None
+        cache = MAPPED.get(id(self.node))
+        return out if cache is None else cache.read(self.node, offset, out)  # mapped: the pages' bytes
 
     def pwrite(self, data: bytes, offset: int) -> int:
-        return self.node.write_at(data, offset)
+        n = self.node.write_at(data, offset)
+        cache = MAPPED.get(id(self.node))
+        if cache is not None:  # mapped: the pages take the write too
+            cache.written(self.node, offset, data)
+        return n
 
     def truncate(self, size: int) -> None:
         self.node.set_size(size)
@@ -354,6 +368,10 @@ class OvRegularFile(SeekableFile):
             self.node.zero_range(offset, length, bool(mode & FALLOC_FL_KEEP_SIZE))
         else:
             super().fallocate(mode, offset, length)
+
+    def mutable(self) -> bool:
+        """Content in memory changes in place; a host (lower) file never."""
+        return self.node.data is not None
 
     def mmap_identity(self):
         node = self.node

@@ -14,7 +14,11 @@ offset, length) across the sandbox — the page cache — so ``libc.so`` is
 read once per sandbox. Such a backing is never writable: mprotect adding
 PROT_WRITE copies it first (copy-on-write, done eagerly). Shared file
 mappings map the sandbox's one copy of each file page (``PageCache.shared``),
-so a mapping may be several VMA pieces over several backings.
+so a mapping may be several VMA pieces over several backings. Private
+mappings of a file the sandbox may change (``MappedFile.mutable``) map
+those pages too, marked ``cow``: a page not yet written sees the file's
+writes (as on Linux), the first write copies that one page. A file
+shrinking makes its mapped pages past the end fault (``file_truncated``).
 
 Pages of a file mapping wholly past the end of the file (at mapping time)
 are pieces marked ``past_eof`` and mapped with no access: the guest's
@@ -107,6 +111,11 @@ class MappedFile:
     def size(self) -> int: ...
 
     def mmap_identity(self) -> Hashable | None: ...
+
+    def mutable(self) -> bool:
+        """Whether the sandbox may change the file's content: its private
+        mappings then share the page cache's pages until written. Optional
+        (``getattr``): a file without it never changes while mapped."""
 
 
 @dataclass(eq=False)
@@ -231,11 +240,11 @@ class MemoryManager:
                         self.cache.unused(b)
                     elif not b.freed:
                         b.freed = True
-                        if b.file is not None:  # before another mm may read the file for a new mapping
+                        if b.file is not None or b.shared_key is not None:  # before another mm reads the file
                             self.write_back(b)
                             self.cache.forget_shared(b)
                         dead.append(b)
-                elif not v.shared and not b.forked and b.cache_key is None:
+                elif not v.shared and not b.forked and b.cache_key is None and b.shared_key is None:
                     self.memory.zero(v.memfd_offset, v.end - v.start)
         for b in dead:
             self.memory.free(b.offset, b.length)
@@ -330,16 +339,19 @@ class MemoryManager:
         zeros, or ``file`` from ``file_offset``: private pages read now
         (read-only ones shared through the page cache), shared ones the
         sandbox's copy of each file page; pages past the end of the file
-        are ``past_eof``. Caller holds COW_LOCK until the pieces are
+        are ``past_eof``. Private pages of a ``mutable`` file are its shared
+        pages, copy-on-write. Caller holds COW_LOCK until the pieces are
         inserted. ENOMEM if the MemoryFile is full."""
-        if file is not None and shared:
-            runs = self.cache.shared(file, file_offset, length)
+        mutable = getattr(file, "mutable", None)
+        cow = not shared and mutable is not None and mutable()
+        if file is not None and (shared or cow):
+            runs = self.cache.shared(file, file_offset, length, self, private=cow)
         else:
             runs = [(self._new_backing(length, prot, file, file_offset), 0, length)]
         pieces, pos = [], start
         for backing, offset, n in runs:
             pieces.append(VMA(pos, pos + n, prot, shared, backing, offset, file,
-                              file_offset + (pos - start) if file else 0, name))
+                              file_offset + (pos - start) if file else 0, name, cow))
             pos += n
         return self._split_at_eof(pieces)
 
@@ -394,7 +406,9 @@ class MemoryManager:
                 setattr(child, name, getattr(self, name))
             for v in self._vmas:
                 c = v.slice(v.start, v.end)
-                if not v.shared and v.backing.cache_key is None:
+                if v.backing.shared_key is not None:  # the file's pages (shared, or private not yet written)
+                    self.cache.add_mapper(v.backing.shared_key, child)
+                elif not v.shared and v.backing.cache_key is None:
                     v.backing.forked = True
                     if v.prot & PROT_WRITE and not v.cow:
                         v.cow = True
@@ -444,17 +458,20 @@ class MemoryManager:
             return True
 
     def _break_cow(self, v: VMA, addr: int, length: int) -> None:
-        """Give [addr, addr+length) of ``v`` (chunk-aligned outward) its own
-        backing, mapped writable. Caller holds self.lock."""
-        lo = max(v.start, addr & ~(COW_CHUNK - 1))
-        hi = min(v.end, (addr + length + COW_CHUNK - 1) & ~(COW_CHUNK - 1))
+        """Give [addr, addr+length) of ``v`` (chunk-aligned outward; page-
+        aligned over a file's pages, the others must go on seeing the file)
+        its own backing, mapped writable. Caller holds self.lock."""
+        chunk = PAGE if v.backing.shared_key is not None else COW_CHUNK
+        lo = max(v.start, addr & ~(chunk - 1))
+        hi = min(v.end, (addr + length + chunk - 1) & ~(chunk - 1))
         with COW_LOCK:
             for piece in self._carve(lo, hi):
-                if piece.backing.refs == 0:  # nobody else maps it any more: take it over
+                if piece.backing.refs == 0 and piece.backing.shared_key is None:  # nobody else maps it: take it over
                     piece.cow = False
+                    self._map([piece])
                 else:
-                    piece = self._copied(piece)
-                self._map([piece])
+                    self._map([self._copied(piece)])
+                    self._release([piece])
 
     def _new_backing(self, length: int, prot: int, file: MappedFile | None, file_offset: int) -> Backing:
         """Private memory: zeros, or file[file_offset:file_offset+length]
@@ -475,15 +492,26 @@ class MemoryManager:
     def write_back(self, b: Backing) -> None:
         """Write a shared file mapping's pages back to its file, up to the
         file's size (a mapping never extends its file)."""
-        f = b.file
-        if f is None or not getattr(f, "writable", False):
-            return
-        try:
-            n = min(b.length, f.size() - b.file_offset)
-            if n > 0:
-                f.pwrite(self.memory.read(b.offset, n), b.file_offset)
-        except (SyscallError, OSError):
-            pass  # the file refuses writes now: a failed writeback, as on Linux
+        self.cache.write_back(b)
+
+    def file_truncated(self, key: Hashable, size: int) -> None:
+        """The file whose pages are keyed ``key`` (``Backing.shared_key``)
+        is ``size`` bytes long now: the pages of its mappings (shared or
+        private, written or not) wholly past the end are mapped afresh,
+        so past_eof (SIGBUS), as Linux's truncate unmaps them. Caller holds
+        no mm's lock but may be any task's thread."""
+        top = page_up(size)
+        with self.lock:
+            if self.released:
+                return
+            cut = []
+            for v in self._vmas:
+                node = getattr(v.file, "node", None)
+                if node is not None and id(node) == key and not v.past_eof \
+                        and v.file_offset + (v.end - v.start) > top:
+                    cut.append((max(v.start, v.start + top - v.file_offset), v.end))
+            for lo, hi in cut:
+                self._replace(lo, hi)
 
     def msync(self, addr: int, length: int) -> None:
         """Write back the shared file mappings over [addr, addr+length);
@@ -648,7 +676,7 @@ class MemoryManager:
             first = max(bisect.bisect_right(self._starts, addr) - 1, 0)
             for v in [v for v in self._vmas[first:bisect.bisect_left(self._starts, end)] if v.end > addr]:
                 lo, hi = max(v.start, addr), min(v.end, end)
-                if v.shared or v.past_eof or v.backing.cache_key is not None:
+                if v.shared or v.past_eof or v.backing.cache_key is not None or v.backing.shared_key is not None:
                     continue  # (a page-cache backing holds the file's contents already)
                 if v.backing.forked:
                     self._replace(lo, hi)
@@ -759,21 +787,23 @@ class MemoryManager:
         finally:
             whole.release()
 
-    def _unshare(self, addr: int, length: int) -> None:
-        """Break copy-on-write sharing over a range the Sentry will write."""
+    def _unshare(self, addr: int, length: int, prot: int = PROT_WRITE) -> None:
+        """Break copy-on-write sharing over a range the Sentry will write
+        (where the VMAs allow ``prot``)."""
         with self.lock:
             end = addr + length
             while addr < end:
                 v = self._find(addr)
                 if v is None:
                     return  # _chunks reports the EFAULT
-                if v.cow and v.prot & PROT_WRITE and not v.past_eof:
+                if v.cow and (v.prot & prot) == prot and not v.past_eof:
                     self._break_cow(v, addr, min(end, v.end) - addr)
                 addr = min(end, v.end)
 
     def poke(self, addr: int, data: bytes) -> None:
         """Write guest memory regardless of protection (the loader's
         set-up of read-only segments). EFAULT if unmapped."""
+        self._unshare(addr, len(data), 0)  # never into a file's pages
         pos = 0
         for o, n in self._chunks(addr, len(data), 0):
             self.memory.map[o:o + n] = data[pos:pos + n]
