@@ -117,6 +117,9 @@ class Kernel:
             if action.handler > 1:  # handlers are reset; SIG_IGN stays
                 task.group.sigactions[sig] = signals.SigAction()
         task.sigaltstack = (0, signals.SS_DISABLE, 0)
+        from sentry.kernel.timers import exec_timers
+
+        exec_timers(task.group)  # POSIX timers are deleted, their pending signals too; itimers go on
         self._release_vfork(task)
         if self.tracer is not None:
             self.tracer.event(task, "exec", image.exe_path)
