@@ -1,8 +1,8 @@
 """signalfd: pending signals read as signalfd_siginfo records.
 
 A read dequeues the pending signals (thread-directed first, then
-process-directed) that are in the file's mask, 128 bytes each; EAGAIN if
-none. Readiness is POLLIN while such a signal is pending. Callers block the
+process-directed; each queued instance of a real-time signal) that are in
+the file's mask, 128 bytes each; EAGAIN if none. Readiness is POLLIN while such a signal is pending. Callers block the
 signals in the mask, so delivery never takes them first.
 
 Limits: the signals are those of the task that created the file (Linux
@@ -66,22 +66,16 @@ class SignalFD(AnonFile):
         if length < SIGINFO_SIZE:
             raise SyscallError(errno.EINVAL)
         from sentry.kernel.signals import SI_KERNEL, siginfo
+        from sentry.kernel.task import dequeue_signal
 
         t = self.task
         out = []
         with t.kernel.lock:
             while len(out) < length // SIGINFO_SIZE:
-                ready = self._pending()
-                if not ready:
+                got = dequeue_signal(t, self.mask)  # one instance: a real-time signal's next stays queued
+                if got is None:
                     break
-                signo = (ready & -ready).bit_length()
-                bit = 1 << (signo - 1)
-                if t.pending & bit:
-                    t.pending &= ~bit
-                    info = t.siginfo.pop(signo, None)
-                else:
-                    t.group.pending &= ~bit
-                    info = t.group.siginfo.pop(signo, None)
+                signo, info = got
                 out.append(_ssi(signo, info or siginfo(signo, SI_KERNEL)))
         if not out:
             raise SyscallError(errno.EAGAIN)

@@ -17,7 +17,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from sentry.errors import GuestExit, SyscallError
-from sentry.kernel.task import SigAction, Task, ThreadGroup, killed_status
+from sentry.kernel.task import SIGRTMIN, SigAction, Task, ThreadGroup, dequeue_signal, killed_status
 from sentry.kernel.wait import ERESTARTNOHAND, ERESTARTSYS, interrupt_wait, wait_until
 
 if TYPE_CHECKING:
@@ -26,11 +26,13 @@ if TYPE_CHECKING:
 SA_NOCLDSTOP, SA_NOCLDWAIT, SA_SIGINFO, SA_RESTORER = 1, 2, 4, 0x04000000
 SA_ONSTACK, SA_RESTART, SA_NODEFER, SA_RESETHAND = 0x08000000, 0x10000000, 0x40000000, 0x80000000
 SS_ONSTACK, SS_DISABLE = 1, 2
-SI_USER, SI_KERNEL, SI_TKILL = 0, 0x80, -6
+SI_USER, SI_KERNEL, SI_TIMER, SI_TKILL = 0, 0x80, -2, -6
 CLD_EXITED, CLD_KILLED, CLD_DUMPED, CLD_STOPPED, CLD_CONTINUED = 1, 2, 3, 5, 6
 UNBLOCKABLE = (1 << (S.SIGKILL - 1)) | (1 << (S.SIGSTOP - 1))
 DEFAULT_IGNORE = frozenset({S.SIGCHLD, S.SIGURG, S.SIGWINCH, S.SIGCONT})
 STOP_SIGNALS = frozenset({S.SIGSTOP, S.SIGTSTP, S.SIGTTIN, S.SIGTTOU})
+STOP_MASK = sum(1 << (s - 1) for s in STOP_SIGNALS)
+RLIMIT_SIGPENDING = 11
 FP_XSTATE_MAGIC1, FP_XSTATE_MAGIC2 = 0x46505853, 0x46505845
 UC_FP_XSTATE, UC_SIGCONTEXT_SS, UC_STRICT_RESTORE_SS = 1, 2, 4
 # sigcontext: the order Linux saves the registers in (arch/x86/include/uapi/asm/sigcontext.h)
@@ -68,35 +70,37 @@ def is_ignored(group: ThreadGroup, signo: int) -> bool:
     return action.handler == 1 or (action.handler == 0 and signo in DEFAULT_IGNORE)
 
 
-def send(kernel: "Kernel", group: ThreadGroup, signo: int, info: bytes, task: Task | None = None) -> None:
+def send(kernel: "Kernel", group: ThreadGroup, signo: int, info: bytes, task: Task | None = None) -> bool:
     """Make ``signo`` pending for ``task`` (thread-directed) or ``group``,
-    and wake a task that can take it. Ignored signals are dropped."""
+    and wake a task that can take it. Ignored signals are dropped. False
+    when a real-time signal could not be queued (RLIMIT_SIGPENDING, see
+    ``_queue``): the sender's EAGAIN."""
     if signo == 0:
-        return
+        return True
     with kernel.lock:
         if group.zombie or group.exit_status is not None:
-            return
+            return True
         if signo == S.SIGCONT:
-            group.pending &= ~sum(bit(s) for s in STOP_SIGNALS)
+            group.discard(STOP_MASK)
             for t in group.tasks:
-                t.pending &= ~sum(bit(s) for s in STOP_SIGNALS)
+                t.discard(STOP_MASK)
             if group.stopped:
                 _continue(kernel, group)
         elif signo in STOP_SIGNALS:
-            group.pending &= ~bit(S.SIGCONT)
+            group.discard(bit(S.SIGCONT))
+            for t in group.tasks:
+                t.discard(bit(S.SIGCONT))
         # As Linux's sig_ignored: a blocked signal is never ignored (a
         # signalfd or a later handler may take it).
         blocker = task if task is not None else (group.tasks[0] if group.tasks else None)
         blocked = blocker is not None and blocker.signal_mask & bit(signo)
         if is_ignored(group, signo) and signo != S.SIGKILL and not blocked:
-            return
+            return True
+        if not _queue(kernel, task if task is not None else group, group, signo, info):
+            return False
         if task is not None:
-            task.pending |= bit(signo)
-            task.siginfo.setdefault(signo, info)
             targets = [task]
         else:
-            group.pending |= bit(signo)
-            group.siginfo.setdefault(signo, info)
             targets = [t for t in group.tasks if not t.signal_mask & bit(signo)] or group.tasks[:1]
             if signo == S.SIGKILL:
                 targets = list(group.tasks)
@@ -106,6 +110,52 @@ def send(kernel: "Kernel", group: ThreadGroup, signo: int, info: bytes, task: Ta
         wake(t)
     for listener in list(group.signal_listeners):
         listener()
+    return True
+
+
+def _queue(kernel: "Kernel", holder: Task | ThreadGroup, group: ThreadGroup, signo: int, info: bytes) -> bool:
+    """Queue ``info`` on ``holder`` as Linux's __send_signal_locked: past
+    the RLIMIT_SIGPENDING of the target's user (its siginfos queued in the
+    whole sandbox), a real-time signal with any si_code but SI_USER is
+    refused (False); any other becomes pending without its siginfo. A
+    standard signal from kill() or the kernel (si_code >= 0) is never
+    limited, nor is a POSIX timer's (SI_TIMER: Linux preallocates its
+    siginfo). Caller holds Kernel.lock."""
+    code = struct.unpack_from("<i", info, 8)[0]
+    if signo != S.SIGKILL and code != SI_TIMER and (signo >= SIGRTMIN or code < 0) and not (
+            signo < SIGRTMIN and holder.pending & bit(signo)):  # a standard one pending: coalesces anyway
+        uid = group.creds.uid
+        queued = sum(g.count_queued() + sum(t.count_queued() for t in g.tasks)
+                     for g in kernel.groups.values() if g.creds.uid == uid and not g.zombie)
+        if queued >= _sigpending_limit(group):
+            if signo >= SIGRTMIN and code != SI_USER:
+                return False
+            info = None  # type: ignore[assignment]
+    holder.enqueue(signo, info)
+    return True
+
+
+def _sigpending_limit(group: ThreadGroup) -> int:
+    limit = group.rlimits.get(RLIMIT_SIGPENDING)
+    if limit is None:
+        from sentry.syscalls.process import DEFAULT_RLIMITS
+
+        limit = DEFAULT_RLIMITS[RLIMIT_SIGPENDING]
+    return limit[0]
+
+
+def force(task: Task, signo: int, info: bytes) -> None:
+    """Linux's force_sig: a synchronous signal (a fault, a bad sigreturn
+    frame) for ``task`` that it cannot block or ignore: blocked or
+    ignored, it is unblocked and its default action restored (which kills);
+    a handler runs."""
+    b = bit(signo)
+    with task.kernel.lock:
+        if task.signal_mask & b or task.group.sigactions[signo].handler == 1:
+            task.group.sigactions[signo] = SigAction()
+            task.signal_mask &= ~b
+        task.discard(b)  # this fault's siginfo, not an earlier kill's
+        task.enqueue(signo, info)
 
 
 def _continue(kernel: "Kernel", group: ThreadGroup) -> None:
@@ -160,19 +210,18 @@ def wake(task: Task) -> None:
 
 
 def _dequeue(task: Task) -> tuple[int, bytes] | None:
-    """The lowest deliverable signal, removed from pending (SIGKILL first)."""
+    """The next deliverable signal, removed from pending: SIGKILL first,
+    then as Linux's dequeue_signal (the thread's own before its process's,
+    fault signals first, the lowest number, the oldest instance)."""
     group = task.group
     with task.kernel.lock:
-        ready = (task.pending | group.pending) & ~task.signal_mask
-        if not ready:
-            return None
-        signo = S.SIGKILL if ready & bit(S.SIGKILL) else (ready & -ready).bit_length()
-        if task.pending & bit(signo):
-            task.pending &= ~bit(signo)
-            info = task.siginfo.pop(signo, None)
+        if _sigkill_pending(task):
+            signo, info = S.SIGKILL, (task if task.pending & bit(S.SIGKILL) else group).take(S.SIGKILL)
         else:
-            group.pending &= ~bit(signo)
-            info = group.siginfo.pop(signo, None)
+            got = dequeue_signal(task, ~task.signal_mask)
+            if got is None:
+                return None
+            signo, info = got
     return signo, info or siginfo(signo, SI_KERNEL)
 
 
@@ -213,7 +262,9 @@ def deliver(task: Task, syscall_result: int | None) -> None:
             restart = False
         _traced(task, signo)
         _setup_frame(task, signo, info, action)
-        return
+        # As Linux's exit_to_user_mode loop: every signal still deliverable
+        # (under the handler's mask) gets its frame now, on top of this one,
+        # so its handler runs first.
     if restart:
         _restart(regs)
     if task.saved_mask is not None:
@@ -237,11 +288,12 @@ def _restart(regs) -> None:
 def _setup_frame(task: Task, signo: int, info: bytes, action: SigAction) -> None:
     regs = task.arch.regs
     mm = task.mm
-    task.context.read_fpstate(task.arch)
+    if not task.arch.fp_dirty:  # else the Sentry's copy (a sigreturn's) is the newest
+        task.context.read_fpstate(task.arch)
     fp = bytearray(task.arch.fpstate)
+    xfeatures, _ = _host_fp(task)
     xsave_size = len(fp)
-    struct.pack_into("<IIQI", fp, 464, FP_XSTATE_MAGIC1, xsave_size + 4,
-                     int.from_bytes(fp[512:520], "little") | 3, xsave_size)
+    struct.pack_into("<IIQI", fp, 464, FP_XSTATE_MAGIC1, xsave_size + 4, xfeatures, xsave_size)
     fp += struct.pack("<I", FP_XSTATE_MAGIC2)
 
     sp = regs.rsp
@@ -257,8 +309,9 @@ def _setup_frame(task: Task, signo: int, info: bytes, action: SigAction) -> None
     info_addr = uc_addr + UCONTEXT_SIZE
     mask = task.saved_mask if task.saved_mask is not None else task.signal_mask
     task.saved_mask = None
+    trapno, err, cr2 = task.trap_info
     sigcontext = _SIGCONTEXT.pack(*(getattr(regs, r) for r in SIGCONTEXT_REGS), regs.cs, 0, 0, regs.ss,
-                                  0, 13 if signo == S.SIGSEGV else 0, mask, 0, fp_addr, *([0] * 8))
+                                  err, trapno, mask, cr2, fp_addr, *([0] * 8))
     alt_flags = (SS_ONSTACK if on_altstack else 0) | (ss_flags & SS_DISABLE)
     ucontext = _UCONTEXT_HEAD.pack(UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS, 0, ss_sp,
                                    alt_flags, 0, ss_size) + sigcontext + struct.pack("<Q", mask)
@@ -286,15 +339,22 @@ def _setup_frame(task: Task, signo: int, info: bytes, action: SigAction) -> None
 
 
 def sigreturn(task: Task) -> int:
-    """rt_sigreturn: restore registers, FPU state, mask and altstack from
-    the frame at rsp - 8 (the handler's `ret` popped the return address).
-    Returns the restored rax (the run loop stores it back)."""
+    """rt_sigreturn: restore the mask, registers, FPU state and altstack
+    from the frame at rsp (the handler's `ret` popped the return address),
+    in Linux's order. Returns the restored rax (the run loop stores it
+    back). A frame Linux refuses (unreadable, or an XSAVE area XRSTOR would
+    fault on: ``_frame_fpstate``) forces SIGSEGV as Linux's badframe does:
+    what was restored before stays, and the call returns 0."""
     regs = task.arch.regs
     uc_addr = regs.rsp
-    head = task.mm.copy_in(uc_addr, UCONTEXT_SIZE)
+    try:
+        head = task.mm.copy_in(uc_addr, UCONTEXT_SIZE)
+    except SyscallError:
+        return _bad_frame(task)
     _flags, _link, ss_sp, ss_flags, _pad, ss_size = _UCONTEXT_HEAD.unpack_from(head)
     fields = _SIGCONTEXT.unpack_from(head, _UCONTEXT_HEAD.size)
     mask = struct.unpack_from("<Q", head, _UCONTEXT_HEAD.size + _SIGCONTEXT.size)[0]
+    task.signal_mask = mask & ~UNBLOCKABLE
     old_flags = regs.eflags
     for name, value in zip(SIGCONTEXT_REGS, fields):
         setattr(regs, name, value)
@@ -302,11 +362,75 @@ def sigreturn(task: Task) -> int:
     regs.orig_rax = 0xFFFF_FFFF_FFFF_FFFF
     fp_addr = fields[len(SIGCONTEXT_REGS) + 8]
     if fp_addr:
-        state = task.arch
-        data = task.mm.copy_in(fp_addr, len(state.fpstate))
-        state.fpstate[:] = data
-        state.fp_dirty = True
-    task.signal_mask = mask & ~UNBLOCKABLE
+        fp = _frame_fpstate(task, fp_addr)
+        if fp is None:
+            return _bad_frame(task)
+        task.arch.fpstate[:] = fp
+        task.arch.fp_dirty = True
     if not ss_flags & SS_ONSTACK:
         task.sigaltstack = (ss_sp, ss_flags & SS_DISABLE, ss_size)
     return regs.rax
+
+
+def _bad_frame(task: Task) -> int:
+    """Linux's signal_fault: SIGSEGV (SI_KERNEL) forced on the caller."""
+    force(task, S.SIGSEGV, siginfo(S.SIGSEGV, SI_KERNEL))
+    return 0
+
+
+def _frame_fpstate(task: Task, fp_addr: int) -> bytearray | None:
+    """The XSAVE area to load from a sigreturn frame's fpstate at
+    ``fp_addr``, as Linux's fpu__restore_sig reads it; None where XRSTOR
+    would fault (a reserved MXCSR bit, a compacted or reserved header, a
+    feature the CPU lacks) or the area is unreadable. With the software
+    bytes' magic (FP_XSTATE_MAGIC1/2) the features they name are loaded
+    from the area where its XSTATE_BV says so; without, only the legacy
+    x87/SSE area (FXRSTOR), the rest in its initial state."""
+    host_features, mxcsr_mask = _host_fp(task)
+    size = len(task.arch.fpstate)
+    try:
+        legacy = task.mm.copy_in(fp_addr, 512)
+        magic1, ext_size, features, xstate_size = struct.unpack_from("<IIQI", legacy, 464)
+        data = b""
+        if magic1 == FP_XSTATE_MAGIC1 and 576 <= xstate_size <= min(size, ext_size):
+            data = task.mm.copy_in(fp_addr, xstate_size + 4)
+    except SyscallError:
+        return None
+    if struct.unpack_from("<I", legacy, 24)[0] & ~mxcsr_mask:
+        return None
+    fp = bytearray(size)
+    if data and struct.unpack_from("<I", data, xstate_size)[0] == FP_XSTATE_MAGIC2:
+        fp[:xstate_size] = data[:xstate_size]
+        xstate_bv = struct.unpack_from("<Q", fp, 512)[0]
+        if xstate_bv & ~host_features or any(fp[520:536]):  # XCOMP_BV and the next 8 bytes must be 0
+            return None
+        fp[536:576] = bytes(40)
+        struct.pack_into("<Q", fp, 512, xstate_bv & features)
+    else:
+        fp[:512] = legacy
+        struct.pack_into("<Q", fp, 512, 3)  # x87 | SSE
+    fp[464:512] = bytes(48)  # software bytes: the platform's business
+    return fp
+
+
+# The host's user XSAVE features (XCR0) and MXCSR_MASK: constants of the
+# machine, learned from the first XSAVE area a platform reads (their
+# software bytes: XCR0 first, as ptrace and KVM give them, or the signal
+# frame's magic, xfeatures, as vmexec's stub gets them).
+_HOST_FP: tuple[int, int] | None = None
+
+
+def _host_fp(task: Task) -> tuple[int, int]:
+    """(XCR0's user features, MXCSR_MASK) of the host."""
+    global _HOST_FP
+    if _HOST_FP is None:
+        fp = task.arch.fpstate
+        if not task.arch.fp_dirty:
+            task.context.read_fpstate(task.arch)
+        magic1, = struct.unpack_from("<I", fp, 464)
+        features = struct.unpack_from("<Q", fp, 472 if magic1 == FP_XSTATE_MAGIC1 else 464)[0]
+        mxcsr_mask = struct.unpack_from("<I", fp, 28)[0] or 0xFFBF
+        if features & 3 != 3:  # no software bytes: what this area holds, and not remembered
+            return 3 | struct.unpack_from("<Q", fp, 512)[0], mxcsr_mask
+        _HOST_FP = (features, mxcsr_mask)
+    return _HOST_FP

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal as _signal
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -51,7 +52,97 @@ class SigAction:
     mask: int = 0
 
 
-class ThreadGroup:
+SIGRTMIN = 32  # the kernel's first real-time signal: 32..64 queue each instance, 1..31 coalesce
+# Fault signals: dequeued before any other (Linux's SYNCHRONOUS_MASK in next_signal).
+SYNCHRONOUS = sum(1 << (s - 1) for s in (_signal.SIGSEGV, _signal.SIGBUS, _signal.SIGILL, _signal.SIGTRAP,
+                                         _signal.SIGFPE, _signal.SIGSYS))
+
+
+class SigPending:
+    """Pending signals of a thread (thread-directed) or of a thread group
+    (process-directed): Linux's struct sigpending.
+
+    ``pending`` is the set (bit signo-1), the one test the run loop makes.
+    ``siginfo`` holds the siginfo_t the next take of each pending signal
+    returns, ``queued`` the later instances of a real-time signal, oldest
+    first: a standard signal (1-31) coalesces (the first siginfo stays), a
+    real-time one (32-64) queues every instance. A signal may be pending
+    with no siginfo (the Sentry set its bit, e.g. SIGKILL; or
+    RLIMIT_SIGPENDING was reached, as kill() may): the taker makes one up.
+
+    Guarded by Kernel.lock. Change it through these methods; setting a bit
+    of ``pending`` alone is fine (a signal without siginfo), and so is
+    replacing the ``siginfo`` entry of a pending signal (a POSIX timer
+    updating si_overrun: sentry.kernel.timers)."""
+
+    pending: int
+    siginfo: dict[int, bytes]
+    queued: dict[int, deque[bytes]]
+
+    def enqueue(self, signo: int, info: bytes | None) -> None:
+        """Make ``signo`` pending with ``info`` (None: no siginfo). A
+        standard signal already pending is left as it is."""
+        bit = 1 << (signo - 1)
+        if not self.pending & bit:  # stale entries of a bit cleared directly: dropped
+            self.siginfo.pop(signo, None)
+            self.queued.pop(signo, None)
+        elif signo < SIGRTMIN:
+            return
+        self.pending |= bit
+        if info is None:
+            return
+        if signo not in self.siginfo:
+            self.siginfo[signo] = info
+        else:
+            self.queued.setdefault(signo, deque()).append(info)
+
+    def take(self, signo: int) -> bytes | None:
+        """Remove the oldest instance of pending ``signo``; its siginfo
+        (None if it has none). The signal stays pending while real-time
+        instances remain queued."""
+        info = self.siginfo.pop(signo, None)
+        later = self.queued.get(signo)
+        if later:
+            self.siginfo[signo] = later.popleft()
+            if not later:
+                del self.queued[signo]
+        else:
+            self.pending &= ~(1 << (signo - 1))
+        return info
+
+    def discard(self, mask: int) -> None:
+        """Drop every pending signal in ``mask`` with all its instances."""
+        self.pending &= ~mask
+        for table in (self.siginfo, self.queued):
+            for signo in [s for s in table if mask >> (s - 1) & 1]:
+                del table[signo]
+
+    def count_queued(self) -> int:
+        """How many siginfos are queued (what RLIMIT_SIGPENDING counts)."""
+        return len(self.siginfo) + sum(map(len, self.queued.values()))
+
+
+def next_signal(ready: int) -> int:
+    """The signal of the set ``ready`` (non-empty) to take first: the
+    lowest, a fault signal before any other (Linux's next_signal)."""
+    if ready & SYNCHRONOUS:
+        ready &= SYNCHRONOUS
+    return (ready & -ready).bit_length()
+
+
+def dequeue_signal(task: "Task", mask: int) -> tuple[int, bytes | None] | None:
+    """Take the next pending signal of ``task`` in ``mask``: its own
+    (thread-directed) first, then its process's, as Linux's dequeue_signal.
+    Returns (signo, siginfo or None) or None. Caller holds Kernel.lock."""
+    for holder in (task, task.group):
+        ready = holder.pending & mask
+        if ready:
+            signo = next_signal(ready)
+            return signo, holder.take(signo)
+    return None
+
+
+class ThreadGroup(SigPending):
     """A guest process: its pid (the leader's tid), its parent, signal
     dispositions, credentials and the path of the program it runs.
 
@@ -76,7 +167,8 @@ class ThreadGroup:
         self.zombie = False
         self.exit_signal = 17  # SIGCHLD: sent to the parent at exit
         self.pending = 0  # process-directed signals (bitmask, bit signo-1)
-        self.siginfo: dict[int, bytes] = {}  # signo -> siginfo_t for pending signals
+        self.siginfo: dict[int, bytes] = {}  # of the pending signals (SigPending)
+        self.queued: dict[int, deque[bytes]] = {}  # later real-time instances (SigPending)
         self.child_events = WaitQueue()  # a child exited, stopped or continued (wait4 waits here)
         self.stopped = False  # job-control stop (SIGSTOP...) until SIGCONT
         self.stop_report: int | None = None  # the stop signal, until a WUNTRACED wait reports it
@@ -89,7 +181,7 @@ class ThreadGroup:
         self.children_times = CpuTimes()  # of the children it reaped, and theirs
 
 
-class Task:
+class Task(SigPending):
     """One guest thread."""
 
     def __init__(self, kernel: "Kernel", tid: int, group: ThreadGroup, mm: "MemoryManager",
@@ -105,7 +197,8 @@ class Task:
         self.comm: bytes = b""  # at most 15 bytes, as in prctl(PR_SET_NAME)
         self.signal_mask = 0
         self.pending = 0  # thread-directed signals (bitmask, bit signo-1)
-        self.siginfo: dict[int, bytes] = {}
+        self.siginfo: dict[int, bytes] = {}  # of the pending signals (SigPending)
+        self.queued: dict[int, deque[bytes]] = {}  # later real-time instances (SigPending)
         self.saved_mask: int | None = None  # restored after a sigsuspend-style handler run
         self.wait_scope = None  # the trio cancel scope of a blocking wait (sentry.kernel.wait)
         self.clear_child_tid = 0
@@ -118,6 +211,9 @@ class Task:
         self.user_ns = 0  # in the guest, and in switch (sentry.kernel.cputime)
         self.sys_ns = 0  # in the Sentry, not parked
         self.parked = ""  # "S" (interruptible) or "D" while blocked in sentry.kernel.wait: /proc's state
+        # The last fault signal's trapno, error code and cr2 (Linux's thread.trap_nr, error_code,
+        # cr2): every signal frame's sigcontext shows them (sentry.kernel.run._fault).
+        self.trap_info = (0, 0, 0)
 
     def signal_pending(self) -> bool:
         """A signal is deliverable now (or the process is exiting)."""

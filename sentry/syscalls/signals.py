@@ -9,7 +9,7 @@ import struct
 
 from sentry.errors import SyscallError
 from sentry.kernel import signals as sig
-from sentry.kernel.task import SigAction, Task, ThreadGroup
+from sentry.kernel.task import SigAction, Task, ThreadGroup, dequeue_signal
 from sentry.kernel.wait import ERESTARTNOHAND, wait_until
 from sentry.syscalls.time import read_timespec_ns
 from sentry.syscalls.spec import Enum, Int, Ptr, Signal, Size, Struct, entries, partial, s32, supported
@@ -34,7 +34,7 @@ def sys_rt_sigaction(t: Task, signo: int, act: int, oldact: int, sigsetsize: int
         if sig.is_ignored(t.group, signo):  # setting SIG_IGN discards what is pending
             with t.kernel.lock:
                 for holder in [t.group, *t.group.tasks]:
-                    holder.pending &= ~sig.bit(signo)
+                    holder.discard(sig.bit(signo))
     return 0
 
 
@@ -128,7 +128,8 @@ def _thread(t: Task, tgid: int, tid: int) -> Task:
 def _send_thread(t: Task, target: Task, signo: int, info: bytes) -> int:
     if not 0 <= signo <= 64:
         raise SyscallError(errno.EINVAL)
-    sig.send(t.kernel, target.group, signo, info, task=target)
+    if not sig.send(t.kernel, target.group, signo, info, task=target):
+        raise SyscallError(errno.EAGAIN)  # RLIMIT_SIGPENDING: a real-time signal not queued
     return 0
 
 
@@ -152,11 +153,30 @@ def sys_rt_sigqueueinfo(t: Task, tgid: int, signo: int, info_addr: int) -> int:
     signo = s32(signo)
     info = bytearray(t.mm.copy_in(info_addr, sig.SIGINFO_SIZE))
     struct.pack_into("<i", info, 0, signo)
+    code = struct.unpack_from("<i", info, 8)[0]
+    if (code >= 0 or code == sig.SI_TKILL) and s32(tgid) != t.tid:  # Linux: task_pid_vnr(current), the caller's tid
+        raise SyscallError(errno.EPERM)  # no posing as kill() or the kernel to another process, as Linux
     groups = _targets(t, s32(tgid)) if s32(tgid) > 0 else []
     if not groups:
         raise SyscallError(errno.ESRCH)
-    sig.send(t.kernel, groups[0], signo, bytes(info))
+    if not sig.send(t.kernel, groups[0], signo, bytes(info)):
+        raise SyscallError(errno.EAGAIN)  # RLIMIT_SIGPENDING: a real-time signal not queued
     return 0
+
+
+def sys_rt_tgsigqueueinfo(t: Task, tgid: int, tid: int, signo: int, info_addr: int) -> int:
+    """pthread_sigqueue: a siginfo of the caller's for one thread. As
+    rt_sigqueueinfo, only the caller itself may get a kill()-style or
+    kernel si_code (>= 0) or SI_TKILL."""
+    tgid, tid, signo = s32(tgid), s32(tid), s32(signo)
+    info = bytearray(t.mm.copy_in(info_addr, sig.SIGINFO_SIZE))
+    struct.pack_into("<i", info, 0, signo)
+    if tgid <= 0 or tid <= 0:
+        raise SyscallError(errno.EINVAL)
+    code = struct.unpack_from("<i", info, 8)[0]
+    if (code >= 0 or code == sig.SI_TKILL) and tid != t.tid:
+        raise SyscallError(errno.EPERM)
+    return _send_thread(t, _thread(t, tgid, tid), signo, bytes(info))
 
 
 def sys_rt_sigreturn(t: Task) -> int:
@@ -194,13 +214,10 @@ def sys_rt_sigtimedwait(t: Task, set_addr: int, info_addr: int, timeout_addr: in
 
     def take() -> tuple[int, bytes] | None:
         with t.kernel.lock:
-            for holder in (t, t.group):
-                ready = holder.pending & wanted
-                if ready:
-                    signo = (ready & -ready).bit_length()
-                    holder.pending &= ~sig.bit(signo)
-                    return signo, holder.siginfo.pop(signo, None) or sig.siginfo(signo, sig.SI_USER)
-        return None
+            got = dequeue_signal(t, wanted)  # the thread's first, the lowest, the oldest instance
+        if got is None:
+            return None
+        return got[0], got[1] or sig.siginfo(got[0], sig.SI_USER)
 
     got = take()
     if got is None:
@@ -234,6 +251,7 @@ ENTRIES = entries(
     supported("tgkill", sys_tgkill, args=(Int, Int, Signal)),
     supported("tkill", sys_tkill, args=(Int, Signal)),
     partial("rt_sigqueueinfo", sys_rt_sigqueueinfo, args=(Int, Signal, Ptr), note="to processes"),
+    supported("rt_tgsigqueueinfo", sys_rt_tgsigqueueinfo, args=(Int, Int, Signal, Ptr)),
     supported("rt_sigreturn", sys_rt_sigreturn),
     supported("rt_sigsuspend", sys_rt_sigsuspend, args=(Struct("sigset"), Size)),
     supported("pause", sys_pause),
