@@ -69,15 +69,49 @@ def test_python_subprocess_threads_and_pool(sentry):
     assert got.stdout == want.stdout
 
 
-@pytest.mark.parametrize("name", ["forkcow", "threads", "signals", "stopcont", "robust", "cputime"])
+def _core_pattern_pipes() -> bool:
+    """A core_pattern of "|program" makes Linux dump (and set WCOREDUMP)
+    whatever RLIMIT_CORE says: natively the core cases would differ."""
+    try:
+        with open("/proc/sys/kernel/core_pattern") as f:
+            return f.read().startswith("|")
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("name", ["forkcow", "threads", "signals", "stopcont", "robust", "cputime", "exec_threads",
+                                  "sig_blocked_wait", "sig_range", "zombies", "coredump"])
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_c_processes(sentry, cprog, name, mode):
+    if name == "coredump" and _core_pattern_pipes():
+        pytest.skip("core_pattern pipes to a program: Linux dumps whatever RLIMIT_CORE is")
     prog = cprog(name, mode)
     want = native(prog)
     assert want.returncode == 0
     got = sentry.run(prog)
     assert got.stdout == want.stdout, got.stderr
     assert got.returncode == 0
+
+
+def test_core_bit_with_a_core_limit(sentry, cprog, tmp_path):
+    """With RLIMIT_CORE raised, a core-action signal sets WCOREDUMP (and
+    CLD_DUMPED), as Linux once it wrote the core (natively, in tmp_path)."""
+    prog = cprog("coredump")
+    want = "abort, RLIMIT_CORE 1 MiB: signaled 1 sig 6 coredump 1; waitid CLD_DUMPED\n"
+    got = sentry.run(prog, "nonzero", cwd=str(tmp_path))
+    assert (got.returncode, got.stdout.decode()) == (0, want), got.stderr
+    native_run = native(prog, "nonzero", cwd=str(tmp_path))
+    if b"coredump 1" in native_run.stdout:  # the host could write the core
+        assert native_run.stdout == got.stdout
+
+
+def test_core_limit_is_the_hosts(sentry):
+    """The sandbox starts with the host's RLIMIT_CORE (commonly 0), so
+    shells print no "(core dumped)" that a native run would not."""
+    script = "ulimit -c; ulimit -Hc; ulimit -Sc 0; ulimit -c"
+    want = native("/bin/sh", "-c", script)
+    got = sentry.run("/bin/sh", "-c", script)
+    assert (got.returncode, got.stdout) == (want.returncode, want.stdout), got.stderr
 
 
 def test_system_time_counts_the_sentry_handling_calls(sentry, cprog):

@@ -89,7 +89,9 @@ class Kernel:
     # --------------------------------------------------------------- exec
     def exec_into(self, task: Task, path: bytes, argv: list[bytes], envp: list[bytes]) -> None:
         """Replace ``task``'s program (execve), from the task's own thread.
-        Raises ExecError; on error the old image is untouched."""
+        Raises ExecError; on error the old image is untouched. Raises
+        GuestExit when the process is exiting or another of its threads
+        is exec'ing (this thread is then one that ends)."""
         from loader.exec import load
 
         mm = self.new_mm()
@@ -102,11 +104,18 @@ class Kernel:
         except BaseException:
             mm.release()
             raise
-        self._kill_other_threads(task)
+        try:
+            self._de_thread(task)
+        except GuestExit:
+            mm.release()
+            raise
+        self._mm_release(task)  # the old image's robust futexes and clear_child_tid, as Linux's exec_mm_release
+        task.robust_list, task.clear_child_tid = (0, 0), 0
         old, task.mm = task.mm, mm
         if old is not None:
             self._drop_mm(old, task)
         task.group.exe = image.exe_path
+        task.group.execed = True
         task.comm = image.exe_path.rsplit("/", 1)[-1].encode()[:15]
         state = self.platform.new_arch_state()
         state.regs.rip = image.entry
@@ -124,15 +133,53 @@ class Kernel:
         if self.tracer is not None:
             self.tracer.event(task, "exec", image.exe_path)
 
-    def _kill_other_threads(self, task: Task) -> None:
+    def _de_thread(self, task: Task) -> None:
+        """Linux's de_thread: every other thread of ``task``'s process ends
+        silently (no exit status, no SIGCHLD: ``signals.deliver`` sees
+        ``group.execing``), then ``task`` takes over the leader's pid, so
+        the process keeps its pid. Raises GuestExit if the process is
+        exiting, or if another thread's exec got there first (this task is
+        then being ended by it)."""
+        group = task.group
+        others: list[Task] = []
         with self.lock:
-            others = [t for t in task.group.tasks if t is not task]
-        for t in others:
-            t.pending |= signals.bit(S.SIGKILL)
-            signals.wake(t)
-        for t in others:
-            while not t.exited:
-                time.sleep(0.001)
+            if group.exit_status is None and group.execing is None:
+                group.execing = task
+                others = [t for t in group.tasks if t is not task]
+                for t in others:
+                    t.pending |= signals.bit(S.SIGKILL)  # gets it back to deliver, out of any wait
+        if group.execing is not task:
+            raise GuestExit(group.exit_status or 0)
+        try:
+            for t in others:
+                signals.wake(t)
+            for t in others:  # gone from the table: _task_exited has finished with it
+                while self.tasks.get(t.tid) is t:
+                    time.sleep(0.001)
+            with self.lock:
+                if group.exit_status is not None:  # an exit_group won the race: no exec
+                    raise GuestExit(group.exit_status)
+                if task.tid != group.pid:
+                    self.tasks.pop(task.tid, None)
+                    task.tid = group.pid
+                    self.tasks[task.tid] = task
+        finally:
+            group.execing = None
+
+    def _mm_release(self, task: Task) -> None:
+        """``task`` leaves its memory (exit, exec): its robust futexes are
+        released and its clear_child_tid cleared and woken, as Linux's
+        mm_release."""
+        if task.robust_list[0] and task.mm is not None:
+            _release_robust_futexes(task)
+        if task.clear_child_tid and task.mm is not None:
+            try:
+                task.mm.write_u32(task.clear_child_tid, 0)
+                from sentry.syscalls.futex import wake_address
+
+                wake_address(task, task.clear_child_tid, 1)
+            except Exception:
+                pass  # the guest unmapped it: nothing to clear
 
     def _drop_mm(self, mm: MemoryManager, leaving: Task) -> None:
         with self.lock:
@@ -263,16 +310,7 @@ class Kernel:
 
     def _task_exited(self, task: Task, status: int) -> None:
         """The task's thread is ending. Tear down what it alone held."""
-        if task.robust_list[0] and task.mm is not None:
-            _release_robust_futexes(task)
-        if task.clear_child_tid and task.mm is not None:
-            try:
-                task.mm.write_u32(task.clear_child_tid, 0)
-                from sentry.syscalls.futex import wake_address
-
-                wake_address(task, task.clear_child_tid, 1)
-            except Exception:
-                pass  # the guest unmapped it: nothing to clear
+        self._mm_release(task)
         try:
             task.context.release()
         except Exception:
@@ -341,7 +379,7 @@ class Kernel:
                 signals.CLD_DUMPED if status & 0x80 else signals.CLD_KILLED)
             info = signals.siginfo(S.SIGCHLD, code, pid=group.pid, uid=group.creds.uid,
                                    status=(status >> 8) & 0xFF if code == signals.CLD_EXITED else status & 0x7F)
-            if group.exit_signal:
+            if 0 < group.exit_signal <= 64:  # clone's exit signal may be any byte: no signal then, as Linux
                 signals.send(self, parent, group.exit_signal, info)
             parent.child_events.notify()
 

@@ -107,7 +107,8 @@ def send(kernel: "Kernel", group: ThreadGroup, signo: int, info: bytes, task: Ta
         if signo == S.SIGKILL and group.stopped:
             group.resume.notify()  # a stopped process dies at once (_wait_while_stopped)
     for t in targets[:1] if signo != S.SIGKILL else targets:
-        wake(t)
+        if t.signal_pending():  # as Linux: a signal it blocks never ends a wait or interrupts it
+            wake(t)
     for listener in list(group.signal_listeners):
         listener()
     return True
@@ -235,6 +236,8 @@ def deliver(task: Task, syscall_result: int | None) -> None:
     while True:
         if task.group.exit_status is not None:
             raise GuestExit(task.group.exit_status)
+        if task.group.execing not in (None, task):  # another thread execs (Kernel._de_thread): end silently
+            raise GuestExit(0)
         if task.group.stopped and not _sigkill_pending(task):
             _wait_while_stopped(task)
             continue
@@ -252,7 +255,7 @@ def deliver(task: Task, syscall_result: int | None) -> None:
             if signo in STOP_SIGNALS:
                 _stop(task, signo)
                 continue
-            task.kernel.exit_group(task.group, killed_status(signo))
+            task.kernel.exit_group(task.group, killed_status(signo, task.group))
             raise GuestExit(task.group.exit_status)  # type: ignore[arg-type]
         if restart:
             if action.flags & SA_RESTART and syscall_result == -ERESTARTSYS:
@@ -321,7 +324,7 @@ def _setup_frame(task: Task, signo: int, info: bytes, action: SigAction) -> None
         mm.copy_out(frame, struct.pack("<Q", restorer) + ucontext + info)
     except SyscallError:
         # No room for the frame: Linux forces SIGSEGV with the default action.
-        task.kernel.exit_group(task.group, killed_status(S.SIGSEGV))
+        task.kernel.exit_group(task.group, killed_status(S.SIGSEGV, task.group))
         raise GuestExit(task.group.exit_status)  # type: ignore[arg-type]
     new_mask = task.signal_mask | action.mask  # the mask in force (sigsuspend's, ppoll's), as signal_setup_done
     if not action.flags & SA_NODEFER:

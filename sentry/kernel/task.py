@@ -8,6 +8,7 @@ CLONE_FS, CLONE_SIGHAND); everything else is the task's own.
 from __future__ import annotations
 
 import os
+import resource
 import signal as _signal
 from collections import deque
 from dataclasses import dataclass, field
@@ -27,10 +28,25 @@ _CORE_SIGNALS = frozenset({_signal.SIGQUIT, _signal.SIGILL, _signal.SIGTRAP, _si
                            _signal.SIGFPE, _signal.SIGSEGV, _signal.SIGSYS, _signal.SIGXCPU, _signal.SIGXFSZ})
 
 
-def killed_status(signo: int) -> int:
-    """wait(2) status of a process killed by ``signo`` (core bit for the
-    signals whose default action dumps core)."""
-    return signo | (0x80 if signo in _CORE_SIGNALS else 0)
+RLIMIT_CORE = 4
+RLIM_INFINITY = (1 << 64) - 1
+
+
+def killed_status(signo: int, group: "ThreadGroup | None" = None) -> int:
+    """wait(2) status of ``group`` killed by ``signo``: the core bit
+    (WCOREDUMP) only for a signal whose default action dumps core and a
+    process whose RLIMIT_CORE soft limit is not zero (Linux sets it when a
+    core was written, and none is with a zero limit)."""
+    core = signo in _CORE_SIGNALS and group is not None and group.rlimits.get(RLIMIT_CORE, (0, 0))[0] != 0
+    return signo | (0x80 if core else 0)
+
+
+def _host_rlimit(which: int) -> tuple[int, int]:
+    """The Sentry's own limit (what the host gave the sandbox), as the
+    guest sees it: RLIM_INFINITY is all ones."""
+    soft, hard = resource.getrlimit(which)
+    unlimited = resource.RLIM_INFINITY
+    return (RLIM_INFINITY if soft == unlimited else soft, RLIM_INFINITY if hard == unlimited else hard)
 
 
 @dataclass
@@ -147,7 +163,7 @@ class ThreadGroup(SigPending):
     dispositions, credentials and the path of the program it runs.
 
     Guarded by Kernel.lock: tasks, children, parent, exit_status, zombie,
-    pending. Lifecycle: live → exiting (exit_status set, tasks being torn
+    pending, execing. Lifecycle: live → exiting (exit_status set, tasks being torn
     down) → zombie (no tasks left, waiting for its parent's wait4) → reaped.
     """
 
@@ -157,6 +173,8 @@ class ThreadGroup(SigPending):
         self.pid = pid
         self.parent = parent
         self.exe = exe  # path inside the sandbox, for /proc/self/exe
+        self.execed = False  # it exec'd since its fork (Linux: no PF_FORKNOEXEC): setpgid on it is EACCES
+        self.execing: Task | None = None  # the thread exec'ing: the others end silently (Kernel._de_thread)
         self.pgid = parent.pgid if parent else pid
         self.sid = parent.sid if parent else pid
         self.creds = Credentials() if parent is None else Credentials(**vars(parent.creds))
@@ -175,7 +193,10 @@ class ThreadGroup(SigPending):
         self.continued_report = False  # until a WCONTINUED wait reports it
         self.resume = WaitQueue()  # stopped tasks wait here for SIGCONT
         self.signal_listeners: list = []  # called after a signal becomes pending (signalfd readiness)
-        self.rlimits: dict[int, tuple[int, int]] = dict(parent.rlimits) if parent else {}
+        # Set or inherited limits; the others are sentry.syscalls.process's defaults. RLIMIT_CORE
+        # starts as the host's (commonly 0), as a program run natively would see it.
+        self.rlimits: dict[int, tuple[int, int]] = (
+            dict(parent.rlimits) if parent else {RLIMIT_CORE: _host_rlimit(resource.RLIMIT_CORE)})
         self.start_ns = 0
         self.exited_times = CpuTimes()  # of its exited tasks (sentry.kernel.cputime)
         self.children_times = CpuTimes()  # of the children it reaped, and theirs

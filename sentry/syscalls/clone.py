@@ -100,8 +100,8 @@ def do_clone(t: Task, flags: int, stack: int, parent_tid: int, child_tid: int, t
         mm.write_u32(child_tid, tid)
     refused, pidfd = _new_pidfd(t, group, pidfd_addr) if flags & CLONE_PIDFD else (0, -1)
     with kernel.lock:
-        refused = refused or (errno.EINTR if t.group.exit_status is not None else
-                              errno.EAGAIN if _over_pids(kernel) else 0)
+        dying = t.group.exit_status is not None or t.group.execing not in (None, t)  # exit, or another's exec
+        refused = refused or (errno.EINTR if dying else errno.EAGAIN if _over_pids(kernel) else 0)
         if not refused:
             group.tasks.append(child)
             kernel.tasks[tid] = child

@@ -112,9 +112,15 @@ def sys_getpgrp(t: Task) -> int:
 
 
 def _group_of(t: Task, pid: int):
-    """The live process ``pid`` (0: the caller); ESRCH if none."""
+    """The process ``pid`` (0: the caller), a zombie too until reaped, as
+    Linux; ``pid`` may be any of its threads' ids. ESRCH if none."""
     pid = s32(pid)
-    group = t.group if pid == 0 else t.kernel.group(pid)
+    if pid == 0:
+        return t.group
+    kernel = t.kernel
+    with kernel.lock:
+        task = kernel.tasks.get(pid) if pid > 0 else None
+        group = kernel.groups.get(pid) or (task.group if task is not None else None)
     if group is None:
         raise SyscallError(errno.ESRCH)
     return group
@@ -129,20 +135,28 @@ def sys_getsid(t: Task, pid: int) -> int:
 
 
 def sys_setpgid(t: Task, pid: int, pgid: int) -> int:
-    """Move the caller or one of its children into a process group of the
-    caller's session."""
-    group = _group_of(t, pid)
+    """Move the caller or one of its children (not after it exec'd: EACCES)
+    into a process group of the caller's session. In Linux's order of
+    checks; groups with only zombies left still count, as on Linux."""
     pgid = s32(pgid)
     if pgid < 0:
         raise SyscallError(errno.EINVAL)
-    if group is not t.group and group.parent is not t.group:
-        raise SyscallError(errno.ESRCH)
-    if group.sid != t.group.sid or group.pid == group.sid:
+    group = _group_of(t, pid)
+    if s32(pid) not in (0, group.pid):  # a thread other than the leader
+        raise SyscallError(errno.EINVAL)
+    if group is not t.group:
+        if group.parent is not t.group:
+            raise SyscallError(errno.ESRCH)
+        if group.sid != t.group.sid:
+            raise SyscallError(errno.EPERM)
+        if group.execed:
+            raise SyscallError(errno.EACCES)
+    if group.pid == group.sid:
         raise SyscallError(errno.EPERM)
     pgid = pgid or group.pid
     if pgid != group.pid:
         with t.kernel.lock:
-            if not any(g.pgid == pgid and g.sid == group.sid for g in t.kernel.groups.values() if not g.zombie):
+            if not any(g.pgid == pgid and g.sid == group.sid for g in t.kernel.groups.values()):
                 raise SyscallError(errno.EPERM)
     group.pgid = pgid
     return 0

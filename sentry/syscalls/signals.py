@@ -92,25 +92,29 @@ def sys_sigaltstack(t: Task, ss: int, old: int) -> int:
 
 
 def _targets(t: Task, pid: int) -> list[ThreadGroup]:
+    """The processes kill(pid) names. Zombies count, as on Linux (the
+    signal does nothing); a pid > 0 may be any thread's id."""
     kernel = t.kernel
     with kernel.lock:
-        live = [g for g in kernel.groups.values() if not g.zombie]
+        known = list(kernel.groups.values())  # live and zombie: not yet reaped
         if pid > 0:
-            return [g for g in live if g.pid == pid]
+            task = kernel.tasks.get(pid)
+            group = kernel.groups.get(pid) or (task.group if task is not None else None)
+            return [group] if group is not None else []
         if pid == 0:
-            return [g for g in live if g.pgid == t.group.pgid]
+            return [g for g in known if g.pgid == t.group.pgid]
         if pid == -1:
-            return [g for g in live if g.pid != 1 and g is not t.group] or []
-        return [g for g in live if g.pgid == -pid]
+            return [g for g in known if g.pid != 1 and g is not t.group] or []
+        return [g for g in known if g.pgid == -pid]
 
 
 def sys_kill(t: Task, pid: int, signo: int) -> int:
     pid, signo = s32(pid), s32(signo)
-    if not 0 <= signo <= 64:
-        raise SyscallError(errno.EINVAL)
     groups = _targets(t, pid)
     if not groups:
         raise SyscallError(errno.ESRCH)
+    if not 0 <= signo <= 64:  # after the lookup, as Linux
+        raise SyscallError(errno.EINVAL)
     info = sig.siginfo(signo, sig.SI_USER, pid=t.group.pid, uid=t.creds.uid)
     for g in groups:
         sig.send(t.kernel, g, signo, info)
@@ -159,6 +163,8 @@ def sys_rt_sigqueueinfo(t: Task, tgid: int, signo: int, info_addr: int) -> int:
     groups = _targets(t, s32(tgid)) if s32(tgid) > 0 else []
     if not groups:
         raise SyscallError(errno.ESRCH)
+    if not 0 <= signo <= 64:
+        raise SyscallError(errno.EINVAL)
     if not sig.send(t.kernel, groups[0], signo, bytes(info)):
         raise SyscallError(errno.EAGAIN)  # RLIMIT_SIGPENDING: a real-time signal not queued
     return 0
