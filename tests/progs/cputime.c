@@ -15,16 +15,21 @@
 
 #define MS(tv) ((tv).tv_sec * 1000L + (tv).tv_usec / 1000)
 
-/* Busy for 250 ms of wall time (a fixed count of iterations takes under
- * 50 ms on a fast CPU): the clock is read once per 1M iterations. */
+/* Busy until the process has used 250 ms of CPU (a fixed count of
+ * iterations takes under 50 ms on a fast CPU, and wall time on a loaded
+ * host may hold little CPU): the clock is read once per 1M iterations. */
+static long cpu_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+    return now.tv_sec * 1000L + now.tv_nsec / 1000000L;
+}
+
 static void burn(void) {
-    struct timespec start, now;
-    clock_gettime(CLOCK_MONOTONIC, &start);
+    long start = cpu_ms();
     volatile unsigned long x = 0;
     do {
         for (unsigned long i = 0; i < 1000000UL; i++) x += i;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-    } while ((now.tv_sec - start.tv_sec) * 1000L + (now.tv_nsec - start.tv_nsec) / 1000000L < 250);
+    } while (cpu_ms() - start < 250);
 }
 
 static void *thread_usage(void *out) {
