@@ -237,7 +237,7 @@ def stat_text(group: "ThreadGroup", thread: "Task | None" = None, boot_ns: int =
                0, -1, 0x400000]  # tty_nr, tpgid, flags (PF_FORKNOEXEC)
               + [0] * 4  # minflt, cminflt, majflt, cmajflt
               + [*times.ticks(), *children.ticks()]  # utime stime cutime cstime
-              + [20 + (nice := getattr(getattr(t, "sched", None), "nice", 0)), nice,  # sentry.syscalls.sched
+              + [20 + (nice := (t.sched.nice if t is not None and t.sched is not None else 0)), nice,  # sentry.syscalls.sched
                  len(group.tasks) or 1, 0, start_ticks, size, rss // PAGE, (1 << 64) - 1]  # prio .. rsslim
               + [0] * 19  # code/stack addresses, signals, wchan, exit_signal, cpu, policy...
               + [0, 0, 0, *a, exit_code])  # data, brk, arg/env ranges, exit code

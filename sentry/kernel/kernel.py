@@ -345,7 +345,7 @@ class Kernel:
             # (prctl(PR_SET_CHILD_SUBREAPER) sets ``child_subreaper``), else
             # init; the reaper is woken, since a zombie orphan is now its to wait for.
             reaper = group.parent
-            while reaper is not None and not (getattr(reaper, "child_subreaper", False)
+            while reaper is not None and not (reaper.child_subreaper
                                               and reaper.exit_status is None):
                 reaper = reaper.parent
             reaper = reaper or init

@@ -200,6 +200,10 @@ class ThreadGroup(SigPending):
         self.start_ns = 0
         self.exited_times = CpuTimes()  # of its exited tasks (sentry.kernel.cputime)
         self.children_times = CpuTimes()  # of the children it reaped, and theirs
+        self.child_subreaper = False  # prctl(PR_SET_CHILD_SUBREAPER): orphans below it come here
+        self.posix_timers: dict = {}  # timer_create's, by id (sentry.kernel.timers.PosixTimer)
+        self.next_timer_id = 0  # the next id timer_create tries
+        self.cpu_clock_seen = [0, 0, 0]  # highest CPU-clock readings given out (sentry.syscalls.time)
 
 
 class Task(SigPending):
@@ -229,6 +233,8 @@ class Task(SigPending):
         self.vfork_parent: "Task | None" = None  # released at exec or exit
         self.vfork_done = False
         self.exited = False
+        self.sched = None  # sched_*/nice state (sentry.syscalls.sched.SchedState), made on first use
+        self.cpu_clock_seen = [0, 0, 0]  # highest CPU-clock readings given out (sentry.syscalls.time)
         self.user_ns = 0  # in the guest, and in switch (sentry.kernel.cputime)
         self.sys_ns = 0  # in the Sentry, not parked
         self.parked = ""  # "S" (interruptible) or "D" while blocked in sentry.kernel.wait: /proc's state

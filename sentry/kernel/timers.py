@@ -343,10 +343,7 @@ class PosixTimer:
 
 def posix_timers(group: "ThreadGroup") -> dict[int, PosixTimer]:
     """``group``'s POSIX timers by id."""
-    timers = getattr(group, "posix_timers", None)
-    if timers is None:
-        timers = group.posix_timers = {}  # type: ignore[attr-defined]
-    return timers
+    return group.posix_timers
 
 
 def new_timer_id(group: "ThreadGroup") -> int:
@@ -354,17 +351,17 @@ def new_timer_id(group: "ThreadGroup") -> int:
     (not reused at once after timer_delete; kept across execve), wrapping
     at INT_MAX."""
     timers = posix_timers(group)
-    next_id = getattr(group, "next_timer_id", 0)
+    next_id = group.next_timer_id
     while next_id in timers:
         next_id = (next_id + 1) & 0x7FFF_FFFF
-    group.next_timer_id = (next_id + 1) & 0x7FFF_FFFF  # type: ignore[attr-defined]
+    group.next_timer_id = (next_id + 1) & 0x7FFF_FFFF
     return next_id
 
 
 def exec_timers(group: "ThreadGroup") -> None:
     """execve: the process's POSIX timers are deleted (their pending signals
     with them); alarm and setitimer's timers go on in the new program."""
-    timers = getattr(group, "posix_timers", None)
+    timers = group.posix_timers
     if timers:
         for timer in list(timers.values()):
             timer.delete()

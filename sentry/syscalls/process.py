@@ -340,10 +340,10 @@ def sys_prctl(t: Task, option: int, a2: int, a3: int, a4: int, a5: int) -> int:
         t.mm.write_u32(a2, t.pdeathsig)
         return 0
     if option == PR_SET_CHILD_SUBREAPER:  # orphans below come here (Kernel._become_zombie); fork keeps it off
-        t.group.child_subreaper = bool(a2)  # type: ignore[attr-defined]
+        t.group.child_subreaper = bool(a2)
         return 0
     if option == PR_GET_CHILD_SUBREAPER:
-        t.mm.write_u32(a2, int(getattr(t.group, "child_subreaper", False)))
+        t.mm.write_u32(a2, int(t.group.child_subreaper))
         return 0
     if option == PR_CAPBSET_READ:
         return 1 if a2 < 41 else -errno.EINVAL

@@ -69,14 +69,15 @@ class SchedState:
 
 def state(t: Task) -> SchedState:
     """``t``'s SchedState, made on first use."""
-    s = t.__dict__.get("sched")
-    return s if s is not None else t.__dict__.setdefault("sched", SchedState())
+    if t.sched is None:
+        t.sched = SchedState()
+    return t.sched
 
 
 def inherit(parent: Task, child: Task) -> None:
     """clone: ``child`` starts with ``parent``'s attributes (Linux's
     sched_fork), reset if the parent asked for SCHED_RESET_ON_FORK."""
-    s = parent.__dict__.get("sched")
+    s = parent.sched
     if s is None:
         return
     c = SchedState(s.policy, s.priority, s.nice, False, s.util_min, s.util_max)
@@ -85,7 +86,7 @@ def inherit(parent: Task, child: Task) -> None:
             c.policy, c.priority, c.nice = SCHED_NORMAL, 0, 0
         elif c.nice < 0:
             c.nice = 0
-    child.sched = c  # type: ignore[attr-defined]
+    child.sched = c
 
 
 # --- who --------------------------------------------------------------------------------

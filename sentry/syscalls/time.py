@@ -12,7 +12,7 @@ import time as _time
 from typing import Callable
 
 from sentry.errors import SyscallError
-from sentry.kernel.task import Task
+from sentry.kernel.task import Task, ThreadGroup
 from sentry.kernel.timers import CPU_TICK_NS, CpuTimer, group_cpu_ns, live_tasks, thread_cpu_ns
 from sentry.kernel.wait import ERESTARTNOHAND, ERESTARTSYS, WaitQueue, sleep, wait_until
 from sentry.syscalls.spec import Enum, Int, OutStruct, Ptr, Struct, entries, partial, s32, supported
@@ -73,15 +73,13 @@ def cpu_clock(t: Task, clock: int) -> CpuClock | None:
     return CpuClock(_never_back(group, which, lambda: group_cpu_ns(group, user_only)), live_tasks(group), False, res)
 
 
-def _never_back(owner, which: int, read: Callable[[], int]) -> Callable[[], int]:
+def _never_back(owner: "Task | ThreadGroup", which: int, read: Callable[[], int]) -> Callable[[], int]:
     """``read`` made monotonic: another thread's system time dips for a
     moment after a blocking wait (``sentry.kernel.wait`` subtracts the
     parked time before the run loop adds the whole call), so a reader keeps
     the highest value seen, per owner and kind."""
     def monotonic() -> int:
-        seen = getattr(owner, "cpu_clock_seen", None)
-        if seen is None:
-            seen = owner.cpu_clock_seen = [0, 0, 0]
+        seen = owner.cpu_clock_seen
         value = max(read(), seen[which])
         seen[which] = value
         return value
