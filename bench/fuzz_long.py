@@ -5,11 +5,13 @@
 
 For each platform and seed: tests/progs/fuzz_syscalls.c makes CALLS random
 system calls in a small rootfs; then, with --trinity N > 0, Debian's
-trinity makes N calls (as root, host / read-only under the overlay). A run
-is a crash if the Sentry exits 125 or prints a traceback, a hang if
---timeout ends it, a leak if a stub outlives it, a host change if the
-rootfs changed. Prints one line per run and the totals; exit status 1 if
-any run crashed, hung, leaked or changed the host.
+trinity makes N calls (as root, host / read-only under the overlay, aimed
+at a directory of victim files); its calls are the ones its log says it
+ran. A run is a crash if the Sentry exits 125 or prints a traceback, a
+hang if --timeout ends it, a leak if a stub outlives it, a host change if
+the rootfs (or trinity's victims) changed, "did not run" if trinity
+reported no calls. Prints one line per run and the totals; exit status 1
+if any run had a problem.
 """
 from __future__ import annotations
 
@@ -71,17 +73,35 @@ def fuzz_once(platform: str, seed: int, calls: int, binary: str) -> dict:
                 "stderr": got.stderr[-1500:].decode(errors="replace") if problems else ""}
 
 
+def trinity_root(tmp: pathlib.Path) -> pathlib.Path:
+    """Victim files for trinity (-V), as tests/test_fuzz.py's: the host /
+    is its root (read-only, under the overlay), these must stay as they are."""
+    victims = tmp / "victims"
+    (victims / "sub").mkdir(parents=True)
+    for i in range(8):
+        (victims / f"file{i}").write_bytes(os.urandom(4096))
+    (victims / "sub" / "link").symlink_to("../file0")
+    return victims
+
+
 def trinity_once(platform: str, seed: int, calls: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        before = _stubs()
+        victims = trinity_root(pathlib.Path(tmp))
+        tree, before = _tree_digest(victims), _stubs()
         start = time.monotonic()
-        got = _sentry(platform, [shutil.which("trinity") or "trinity", "--dangerous", "-N", str(calls), "-C", "2", "-s", str(seed), "-q",
-                                 "-a", "64", "-l", "off", "--disable-fds=sockets"], [], 900, tmp)
-        problems = _verdict(got, before) + (["did not run"] if got.returncode in (126, 127) else [])
+        got = _sentry(platform, [shutil.which("trinity") or "trinity", "--dangerous", "-N", str(calls), "-C", "2",
+                                 "-s", str(seed), "-q", "-a", "64", "-l", "off", "--disable-fds=sockets",
+                                 "-V", str(victims)], [], 900, tmp)
+        problems = _verdict(got, before)
+        if _tree_digest(victims) != tree:
+            problems.append("host changed")
+        ran = re.search(rb"Ran (\d+) syscalls", got.stdout)  # trinity's own count, from its log on stdout
+        if ran is None:
+            problems.append("did not run")
         return {"tool": "trinity", "platform": platform, "seed": seed,
-                "calls": calls if not problems else 0, "status": got.returncode,
+                "calls": int(ran.group(1)) if ran else 0, "status": got.returncode,
                 "seconds": round(time.monotonic() - start, 1), "problems": problems,
-                "stderr": got.stderr[-1500:].decode(errors="replace") if problems else ""}
+                "stderr": (got.stdout[-500:] + got.stderr[-1500:]).decode(errors="replace") if problems else ""}
 
 
 def main() -> int:

@@ -41,10 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--env", action="append", default=[], metavar="K=V", help="set an environment variable")
     run.add_argument("--clear-env", action="store_true", help="start from an empty environment")
     run.add_argument("--seed", type=int, default=None, help="seed for address randomization (reproducible runs)")
-    run.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+    run.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
                      help="end the sandbox after SECONDS (exit status 124)")
     run.add_argument("--memory", type=_size, default=None, metavar="BYTES",
-                     help="guest memory limit (suffix K, M or G); past it the guest gets ENOMEM")
+                     help="memory limit (suffix K, M or G) of guest memory and files in memory (/tmp, /dev/shm, "
+                          "the overlay) together; past it the guest gets ENOMEM or ENOSPC")
     run.add_argument("--pids", type=_positive, default=None, metavar="N",
                      help="at most N tasks (threads and unreaped processes); past it fork/clone fail with EAGAIN")
     run.add_argument("--nofile", type=_positive, default=4096, metavar="N",
@@ -88,6 +89,31 @@ def _size(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    """A finite, positive number of seconds that a wait can take (at most
+    threading.TIMEOUT_MAX, some 292 years): inf, nan, 0 and -1 are refused."""
+    import math
+    import threading
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of seconds")
+    if value > threading.TIMEOUT_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most {int(threading.TIMEOUT_MAX)} seconds")
+    return value
+
+
+def _size_text(n: int) -> str:
+    """``n`` bytes as --memory would take it: 1M, 1536K, 100."""
+    for suffix, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if n >= 1 << shift and not n % (1 << shift):
+            return f"{n >> shift}{suffix}"
+    return str(n)
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -110,6 +136,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.rootfs):
         print(f"sentry: run: --rootfs {args.rootfs}: not a directory", file=sys.stderr)
         return 2
+    from loader.exec import STACK_SIZE
+
+    if args.memory is not None and args.memory < STACK_SIZE:  # no program can start: its stack is mapped first
+        print(f"sentry: run: {argv[0]}: program does not fit in --memory {_size_text(args.memory)} "
+              f"(its stack alone takes {_size_text(STACK_SIZE)})", file=sys.stderr)
+        return 126
     env = [] if args.clear_env else host_environment()
     for item in args.env:
         if "=" not in item:
@@ -143,6 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         seccomp=args.seccomp, volumes=volumes, network=args.network,
                         **_strace_options(args))
         _tune_gc()
+        _raise_nofile()
         status = run_program(config, [os.fsencode(a) for a in argv], env, policy)
     except PolicyError as e:  # a hook raised
         print(f"sentry: {e}", file=sys.stderr)
@@ -154,6 +187,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"sentry: run: {e}", file=sys.stderr)
         return 2
     return exit_code(status)
+
+
+def _raise_nofile() -> None:
+    """The Sentry's soft RLIMIT_NOFILE up to its hard limit, as runsc does:
+    the host fds it holds for guests (capped well below it, see
+    sentry.fs.overlay.HostFds) and those of its platforms (stubs, vCPUs)
+    share one table. Best effort: the old limit stays if refused."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def _tune_gc() -> None:

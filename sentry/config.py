@@ -31,7 +31,8 @@ class Config:
     strace_json: str | None = None  # JSON lines (sentry/strace/schema.json), or None
     strace_log_size: int = 1024  # bytes of each buffer or string shown
     strace_syscalls: tuple[str, ...] | None = None  # trace only these (None: all)
-    memory_limit: int | None = None  # bytes of guest memory (MemoryFile cap): past it, ENOMEM (--memory)
+    memory_limit: int | None = None  # bytes of guest memory and files in memory (sentry.mm.memfile.MemoryBudget):
+    # past it, ENOMEM or ENOSPC (--memory)
     pids_limit: int | None = None  # live tasks + unreaped zombies (--pids): past it, clone is EAGAIN
     nofile_limit: int = 4096  # RLIMIT_NOFILE hard ceiling: no guest can raise it (--nofile)
     cpus: int | None = None  # host CPUs the Sentry and its stubs may use (--cpus)

@@ -10,6 +10,7 @@ import errno
 import hashlib
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 
 from test_processes import _stubs
 
-MIN_ATTEMPTS = 80  # escape_attempts.c makes this many at least; fewer means it stopped early
+MIN_ATTEMPTS = 180  # escape_attempts.c makes this many at least; fewer means it stopped early
 
 
 def leaked_stubs(before: set[int], wait: float = 10.0) -> set[int]:
@@ -126,7 +127,14 @@ def test_escape_attempts_all_fail(sentry, jail):
     last = out.strip().splitlines()[-1] if out.strip() else ""
     assert last.startswith("attempts ") and last.endswith(" escapes 0"), (out, got.stderr[-2000:])
     assert int(last.split()[1]) >= MIN_ATTEMPTS
+    assert f"making {last.split()[1]} attempts" in _security_doc(), "update docs/SECURITY.md's count"
     assert got.returncode == 0, got.stderr[-2000:]
+    # The stub part attacked what this platform keeps in the guest's address
+    # space: kvm's supervisor-only private region (ring0 stub, IDT, GDT, page
+    # tables, vCPU areas), the ptrace/vmexec stub's code (its syscall sites).
+    counts = dict(re.findall(r"^(stub syscall sites|kvm private region attempts): (\d+)$", out, re.M))
+    mine = "kvm private region attempts" if sentry.platform == "kvm" else "stub syscall sites"
+    assert int(counts.get(mine, 0)) > 0, f"{sentry.platform}: no attempt on the platform's own memory\n{out}"
     # What the guest could not see for itself.
     assert jail["secret"].read_text() == "TOPSECRET\n"
     assert not jail["marker"].exists()
@@ -134,6 +142,44 @@ def test_escape_attempts_all_fail(sentry, jail):
     assert _nobody_connected(jail["listeners"]) == []
     assert socket.gethostname() == hostname
     assert not leaked_stubs(before_stubs)
+
+
+def _security_doc() -> str:
+    return (pathlib.Path(__file__).parent.parent / "docs" / "SECURITY.md").read_text()
+
+
+def test_security_doc_counts_the_seccomp_allowlist():
+    """docs/SECURITY.md says how many calls the Sentry's filter allows."""
+    from sentry import seccomp_self
+
+    m = re.search(r"`seccomp_self\.ALLOWED`: (\d+) calls", _security_doc())
+    assert m and int(m.group(1)) == len(seccomp_self.ALLOWED), "update docs/SECURITY.md's count"
+
+
+def test_escape_attempts_aim_at_the_platforms_private_memory():
+    """escape_attempts.c's copy of the layouts (stub/stub-*.ld's base, kvm's
+    private region in stub/native/kvm.c and stub/ring0.h) matches them."""
+    repo = pathlib.Path(__file__).parent.parent
+    prog = (repo / "tests/progs/escape_attempts.c").read_text()
+    kvm = (repo / "stub/native/kvm.c").read_text() + (repo / "stub/ring0.h").read_text()
+
+    def define(text: str, name: str) -> int:
+        """The value of ``#define NAME EXPR``: a C constant expression of
+        numbers, shifts and parentheses (no names)."""
+        expr = re.search(rf"^#define {name} ([^/\n]+)", text, re.M).group(1)
+        expr = re.sub(r"(?<=[0-9a-fA-F])[uUlL]+\b", "", expr)
+        assert re.fullmatch(r"[0-9a-fA-FxX()<+* ]+", expr.strip()), expr
+        return eval(expr)
+
+    assert define(prog, "KVM_KBASE") == define(kvm, "KVM_KBASE")
+    assert define(prog, "KVM_PRIV_SIZE") == define(kvm, "PRIV_SIZE")
+    offsets = {int(v, 0) for v in re.findall(r'\{"[\w-]+", (0x[0-9a-f]+)\}', prog)}
+    for name in ("OFF_STUB", "OFF_IDT", "OFF_GDT", "OFF_KPDPT", "OFF_KPD", "OFF_KROOT", "OFF_VCPUS", "OFF_POOL"):
+        assert define(kvm, name) in offsets, name
+    for name in ("R0_IRETQ", "R0_BATCH", "R0_LSTAR"):
+        assert define(kvm, name) in offsets, name
+    stubs = "".join(p.read_text() for p in (repo / "stub").glob("stub-*.ld"))
+    assert hex(define(prog, "STUB_BASE")) in stubs.lower().replace("0x0000", "0x")
 
 
 def test_sandbox_proc_shows_no_host_process(sentry):

@@ -33,7 +33,11 @@ class Job:
             self._done.set()
 
     def result(self) -> Any:
+        """The call's return value; what it raised, a host error (OSError:
+        out of fds, say) as the PlatformError it is for the Sentry."""
         self._done.wait()
+        if isinstance(self._error, OSError):
+            raise PlatformError(f"vmexec: {self._error}") from self._error
         if self._error is not None:
             raise self._error
         return self._result

@@ -73,13 +73,18 @@ class StubProcess:
     def __init__(self, stub_path: str, memfd: int, global_fd: int, global_page):
         """Start a stub process. Precondition: called on the platform's
         spawner thread (the stub dies with the thread that forked it)."""
-        fd = os.memfd_create("sentry-vmexec-mbox", os.MFD_CLOEXEC)
+        try:  # the host may be out of fds or memory (EMFILE, ENFILE, ENOMEM): the platform's failure
+            fd = os.memfd_create("sentry-vmexec-mbox", os.MFD_CLOEXEC)
+        except OSError as e:
+            raise PlatformError(f"vmexec stub: mailbox: {e.strerror}") from None
         try:
             os.ftruncate(fd, lib.VMEXEC_MBOX_SIZE)
             self._mbox = mmap.mmap(fd, lib.VMEXEC_MBOX_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             self._mbox_ptr = ffi.from_buffer("uint8_t[]", self._mbox)
             pid, pidfd = ffi.new("int *"), ffi.new("int *")
             r = lib.sentry_vmexec_spawn(stub_path.encode(), memfd, fd, global_fd, pid, pidfd)
+        except OSError as e:
+            raise PlatformError(f"vmexec stub: mailbox: {e.strerror}") from None
         finally:
             os.close(fd)
         if r < 0:
@@ -251,7 +256,10 @@ class StubProcess:
             if not all([self._exit_thread(t) for t in threads]):
                 return False
             for _ in range(200):
-                tids = {int(t) for t in os.listdir(f"/proc/{self.pid}/task")}
+                try:
+                    tids = {int(t) for t in os.listdir(f"/proc/{self.pid}/task")}
+                except OSError:  # out of fds (EMFILE): release it instead
+                    return False
                 if tids == {self.pid}:
                     break
                 time.sleep(0.0005)

@@ -7,8 +7,9 @@ data from the host through ``HostRoot``. The first change copies up:
 
 - metadata (chmod, chown, utimens, link counts, directory mtimes) into a
   Sentry-owned ``Stat`` (``meta``);
-- file content (an open for writing, truncate) into a ``bytearray``
-  (``data``); the host file is never opened for writing.
+- file content (an open for writing, truncate) into a ``FileData``
+  (``data``: in memory, sparse as tmpfs); the host file is never opened
+  for writing.
 
 Directories hold a ``children`` dict: every name looked up or created
 (upper entries and cached lower ones) and a ``whiteouts`` set: lower names
@@ -25,6 +26,11 @@ every name (``OverlayFS.lower_node``).
 
 ``writable=False`` (``--overlay=none``) makes every mutation fail with
 EROFS.
+
+Content in memory is charged (``OverlayFS.charge``) to the file system's
+own limit and to the sandbox's ``--memory`` budget, with guest memory
+(sentry.mm.memfile.MemoryBudget): past either, ENOSPC. Host fds held for
+guests are counted in ``HOST_FDS``: past its cap, ENFILE.
 
 Lock order: OpenFile.lock > OverlayFS.lock (one lock per file system,
 guarding every namespace change, metadata copy-up and file data write).
@@ -43,6 +49,7 @@ from sentry.fs.file import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL
 from sentry.fs.hostroot import HostRoot
 from sentry.fs.node import BLKSIZE, RENAME_EXCHANGE, RENAME_NOREPLACE, DirMoves, FileSystem, Node, Stat, check_rename, dtype_of, err
 from sentry.fs.pipe import Pipe, open_end
+from sentry.mm.memfile import sandbox_budget
 from sentry.mm.pagecache import MAPPED
 
 OVERLAYFS_SUPER_MAGIC = 0x794C7630
@@ -69,6 +76,9 @@ class OverlayFS(FileSystem):
         self.used = 0
         self.size_limit = size_limit if size_limit is not None else \
             os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+        # The sandbox's --memory, shared with guest memory and its other
+        # file systems (None: made outside a sandbox).
+        self.budget = sandbox_budget()
         if self.host is not None:
             self.fs_type, self.magic = "overlay", OVERLAYFS_SUPER_MAGIC
             root = OvDir(self, b"", None)
@@ -82,13 +92,19 @@ class OverlayFS(FileSystem):
         if self.host is not None:
             v = self.host.statvfs()
             return (v.f_bsize, v.f_blocks, v.f_bfree, v.f_bavail, v.f_files, v.f_ffree)
-        blocks, free = self.size_limit // BLKSIZE, max(0, self.size_limit - self.used) // BLKSIZE
+        limit, room = self.size_limit, self.budget.available() if self.budget is not None else None
+        if room is not None:
+            limit = min(limit, self.used + room)
+        blocks, free = limit // BLKSIZE, max(0, limit - self.used) // BLKSIZE
         return (BLKSIZE, blocks, free, free, 1 << 20, 1 << 20)
 
     def charge(self, delta: int) -> None:
         """Account ``delta`` bytes of content (negative: freed); ENOSPC if
-        that would pass the limit. Caller holds lock."""
+        that would pass the limit or the sandbox's memory budget. Caller
+        holds lock."""
         if delta > 0 and self.used + delta > self.size_limit:
+            raise err(errno.ENOSPC)
+        if self.budget is not None and not self.budget.take(delta):
             raise err(errno.ENOSPC)
         self.used += delta
 
@@ -232,31 +248,33 @@ class OvFile(OvNode):
     __slots__ = ("data", "version", "linkable")
     kind = S.S_IFREG
 
-    def __init__(self, fs, lower, meta, data: bytearray | None = None):
+    def __init__(self, fs, lower, meta, data: bytearray | FileData | None = None):
         super().__init__(fs, lower, meta)
-        self.data = data
+        self.data = data if data is None or isinstance(data, FileData) else FileData(data)  # charged by the caller
         self.version = 0
         self.linkable = False  # an O_TMPFILE file (without O_EXCL) may get a name
 
-    def copy_up(self) -> bytearray:
+    def copy_up(self) -> FileData:
         """The content in memory, read from the host on first call."""
         with self.fs.lock:
             if self.data is None:
                 size = self.stat().st_size
                 self.fs.charge(size)
                 try:
-                    data = self.fs.host.read_all(self.lower)
+                    data = FileData(self.fs.host.read_all(self.lower))
                 finally:
-                    self.fs.used -= size
-                self.fs.charge(len(data))
-                self.own_meta().set_size(len(data))
+                    self.fs.charge(-size)
+                self.fs.charge(data.held)
+                meta = self.own_meta()
+                meta.set_size(len(data))
+                meta.st_blocks = _blocks(data.held)
                 self.data = data
             return self.data
 
     def __del__(self) -> None:
         if self.data is not None:
             with self.fs.lock:
-                self.fs.used -= len(self.data)
+                self.fs.charge(-self.data.held)
 
     def open(self, path, flags, ctx):
         if (flags & O_ACCMODE) != O_RDONLY or flags & O_TRUNC:
@@ -264,19 +282,26 @@ class OvFile(OvNode):
             self.copy_up()
             if flags & O_TRUNC:
                 self.set_size(0)
-        hostfd = None if self.data is not None else self.fs.host.open(self.lower)
+        hostfd = None if self.data is not None else self._open_host()
         return OvRegularFile(self, path, flags, hostfd)
+
+    def _open_host(self) -> int:
+        """A host fd of the lower file, counted in HOST_FDS (ENFILE past
+        its cap); OvRegularFile releases it."""
+        HOST_FDS.acquire()
+        try:
+            return self.fs.host.open(self.lower)
+        except BaseException:
+            HOST_FDS.release()
+            raise
 
     def set_size(self, size: int) -> None:
         self.fs.check_writable()
         data = self.copy_up()
         with self.fs.lock:
-            self.fs.charge(size - len(data))
-            if size < len(data):
-                del data[size:]
-            else:
-                data.extend(bytes(size - len(data)))
+            self.fs.charge(data.truncate(size))  # sparse: growing holds nothing
             self.meta.set_size(size)
+            self.meta.st_blocks = _blocks(data.held)
             self.meta.touch()
             self.version += 1
         cache = MAPPED.get(id(self))
@@ -284,15 +309,15 @@ class OvFile(OvNode):
             cache.truncated(self, size)
 
     def write_at(self, buf: bytes, offset: int) -> int:
+        if offset + len(buf) > MAX_OFFSET:  # as rw_verify_area: the end must be an offset
+            raise err(errno.EINVAL)
         data = self.copy_up()
         with self.fs.lock:
-            end = offset + len(buf)
-            self.fs.charge(max(0, end - len(data)))
-            if offset > len(data):
-                data.extend(bytes(offset - len(data)))
-            data[offset:end] = buf
+            self.fs.charge(data.cost(offset, offset + len(buf)))  # a hole written costs its chunks only
+            data.write(offset, buf)
             if len(data) != self.meta.st_size:
                 self.meta.set_size(len(data))
+            self.meta.st_blocks = _blocks(data.held)
             self.meta.touch()
             self.version += 1
         return len(buf)
@@ -300,22 +325,46 @@ class OvFile(OvNode):
     def zero_range(self, offset: int, length: int, keep_size: bool) -> None:
         """fallocate's PUNCH_HOLE (``keep_size``) and ZERO_RANGE: zeros over
         [offset, offset+length), the file growing to its end unless
-        ``keep_size``. Memory holds no holes: a punched range is zeros."""
+        ``keep_size``. The range holds no memory afterwards (a hole)."""
         data = self.copy_up()
         with self.fs.lock:
             end = offset + length
             if not keep_size and end > len(data):
-                self.fs.charge(end - len(data))
-                data.extend(bytes(end - len(data)))
+                data.truncate(end)
                 self.meta.set_size(end)
-            stop = min(end, len(data))
-            if offset < stop:
-                data[offset:stop] = bytes(stop - offset)
+            self.fs.charge(data.zero(offset, end))
+            self.meta.st_blocks = _blocks(data.held)
             self.meta.touch()
             self.version += 1
         cache = MAPPED.get(id(self))
         if cache is not None:
             cache.zeroed(self, offset, length)
+
+    def allocate(self, offset: int, end: int, keep_size: bool) -> None:
+        """fallocate's allocation (mode 0, KEEP_SIZE): zeros held over
+        [offset, end) and charged, as tmpfs allocates pages; the file grows
+        to ``end`` unless ``keep_size`` (then nothing past its end is
+        held). ENOSPC past the limits, the file unchanged."""
+        self.fs.check_writable()
+        data = self.copy_up()
+        old = len(data)
+        if keep_size and end > old:  # ENOSPC if it could not be held, as tmpfs (held: only up to the end)
+            with self.fs.lock:
+                beyond = end - max(offset, old)
+                self.fs.charge(beyond)
+                self.fs.charge(-beyond)
+        if not keep_size and end > old:
+            self.set_size(end)  # sparse: costs nothing yet
+        try:
+            with self.fs.lock:
+                stop = min(end, len(data))
+                self.fs.charge(data.cost(offset, stop))
+                data.allocate(offset, stop)
+                self.meta.st_blocks = _blocks(data.held)
+        except SyscallError:
+            if len(data) == end > old:
+                self.set_size(old)
+            raise
 
 
 class OvRegularFile(SeekableFile):
@@ -366,6 +415,8 @@ class OvRegularFile(SeekableFile):
         if base in (FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE):
             self.node.fs.check_writable()
             self.node.zero_range(offset, length, bool(mode & FALLOC_FL_KEEP_SIZE))
+        elif base == 0:
+            self.node.allocate(offset, offset + length, bool(mode & FALLOC_FL_KEEP_SIZE))
         else:
             super().fallocate(mode, offset, length)
 
@@ -385,6 +436,7 @@ class OvRegularFile(SeekableFile):
         # the fd, after the guest closed its descriptor, as Linux does.
         if self.hostfd is not None:
             os.close(self.hostfd)
+            HOST_FDS.release()
 
 
 class OvDir(OvNode):
@@ -636,3 +688,223 @@ def _check_not_ancestor(d: Node, target: Node) -> None:
         if n is d:
             raise err(errno.EINVAL)
         n = n.parent
+
+
+# --- file content in memory ---------------------------------------------------
+CHUNK = 64 << 10  # FileData's unit of allocation
+MAX_OFFSET = (1 << 63) - 1  # MAX_LFS_FILESIZE: no byte at or past it
+
+
+class FileData:
+    """A regular file's content in memory, sparse as tmpfs keeps it: the
+    ``size`` (``len``) and the CHUNK-aligned pieces written so far, each a
+    bytearray from its chunk's start up to the last byte written in it.
+    Holes read as zeros and hold nothing, so a truncate up (or a write far
+    past the end) costs only what is written. ``held``: bytes held, what
+    the file system charges (OverlayFS.charge). Slicing (``data[a:b]``)
+    reads, as a bytearray's would; ``bytes(data)`` is the whole content.
+    Not thread-safe: the caller holds the file system's lock to change it.
+
+    >>> d = FileData(b"abc")
+    >>> d.truncate(1 << 40), len(d), d.held
+    (0, 1099511627776, 3)
+    >>> d.write(1 << 30, b"z"), d[0:4], d[(1 << 30) - 1:(1 << 30) + 2], d.held
+    (1, b'abc\\x00', b'\\x00z\\x00', 4)
+    """
+
+    __slots__ = ("size", "chunks", "held")
+
+    def __init__(self, content: bytes | bytearray = b""):
+        self.size = len(content)
+        self.chunks: dict[int, bytearray] = {}
+        view = memoryview(content)
+        for start in range(0, len(content), CHUNK):
+            self.chunks[start // CHUNK] = bytearray(view[start:start + CHUNK])
+        self.held = len(content)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bytes__(self) -> bytes:
+        return self.read(0, self.size)
+
+    def __getitem__(self, s: slice) -> bytes:
+        start, stop, step = s.indices(self.size)
+        assert step == 1, "FileData: slices read a range"
+        return self.read(start, stop - start)
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes from ``offset`` (fewer at the end)."""
+        end = min(self.size, offset + length)
+        if offset >= end:
+            return b""
+        first, last = offset // CHUNK, (end - 1) // CHUNK
+        if first == last:  # the common case: one chunk
+            c = self.chunks.get(first, b"")
+            lo, hi = offset - first * CHUNK, end - first * CHUNK
+            out = bytes(c[lo:hi])
+            return out if len(out) == hi - lo else out + bytes(hi - lo - len(out))
+        parts = []
+        for i in range(first, last + 1):
+            cs = i * CHUNK
+            lo, hi = max(offset, cs) - cs, min(end, cs + CHUNK) - cs
+            c = self.chunks.get(i)
+            piece = c[lo:hi] if c is not None else b""
+            parts.append(piece)
+            if len(piece) < hi - lo:
+                parts.append(bytes(hi - lo - len(piece)))
+        return b"".join(parts)
+
+    def _grow(self, offset: int, end: int, held_only: bool = False) -> list[tuple[int, int, int]]:
+        """(chunk index, offset in it, end in it) of [offset, end), in
+        order; ``held_only``: only chunks holding data (a range of a huge
+        sparse file has more indices than the file has chunks)."""
+        first, last, chunks = offset // CHUNK, (end - 1) // CHUNK, self.chunks
+        indices: range | list[int] = range(first, last + 1)
+        if held_only:
+            indices = sorted(i for i in chunks if first <= i <= last) if last - first >= len(chunks) else \
+                [i for i in indices if i in chunks]
+        out = []
+        for i in indices:
+            cs = i * CHUNK
+            out.append((i, max(offset, cs) - cs, min(end, cs + CHUNK) - cs))
+        return out
+
+    def cost(self, offset: int, end: int) -> int:
+        """Bytes more ``held`` once [offset, end) holds data."""
+        if end <= offset:
+            return 0
+        chunks, i = self.chunks, offset // CHUNK
+        if end <= (i + 1) * CHUNK:  # the common case: one chunk
+            return max(0, end - i * CHUNK - len(chunks.get(i, b"")))
+        # Every chunk of the range from its start to the range's end in it
+        # (the last one partly), less what the chunks there hold already.
+        last = (end - 1) // CHUNK
+        total = (last - i) * CHUNK + end - last * CHUNK
+        return total - sum(min(len(chunks[j]), hi) for j, _lo, hi in self._grow(offset, end, held_only=True))
+
+    def write(self, offset: int, buf: bytes | bytearray | memoryview) -> int:
+        """Store ``buf`` at ``offset``, the file growing to its end if
+        needed; returns how many bytes (all). Charge ``cost`` first."""
+        n = len(buf)
+        end, grown, chunks = offset + n, 0, self.chunks
+        i = offset // CHUNK
+        if n and end <= (i + 1) * CHUNK:  # the common case: one chunk
+            c = chunks.get(i)
+            if c is None:
+                c = chunks[i] = bytearray()
+            before, lo = len(c), offset - i * CHUNK
+            if before < lo:
+                c.extend(bytes(lo - before))
+            c[lo:lo + n] = buf
+            grown = len(c) - before
+        elif n:
+            view = memoryview(buf)
+            for i in range(offset // CHUNK, (end - 1) // CHUNK + 1):
+                cs = i * CHUNK
+                lo, hi = max(offset, cs) - cs, min(end, cs + CHUNK) - cs
+                src = cs + lo - offset
+                c = chunks.get(i)
+                if c is None:
+                    if lo == 0:  # a new chunk from its start: one copy
+                        chunks[i] = bytearray(view[src:src + hi])
+                        grown += hi
+                        continue
+                    c = chunks[i] = bytearray()
+                before = len(c)
+                if before < lo:
+                    c.extend(bytes(lo - before))
+                c[lo:hi] = view[src:src + hi - lo]
+                grown += len(c) - before
+        self.held += grown
+        if end > self.size:
+            self.size = end
+        return n
+
+    def allocate(self, offset: int, end: int) -> int:
+        """Hold zeros wherever [offset, end) (within the size) holds
+        nothing yet, as fallocate reserves pages; returns the growth of
+        ``held``."""
+        end, grown = min(end, self.size), 0
+        for i, _lo, hi in self._grow(offset, end) if end > offset else ():
+            c = self.chunks.setdefault(i, bytearray())
+            if len(c) < hi:
+                grown += hi - len(c)
+                c.extend(bytes(hi - len(c)))
+        self.held += grown
+        return grown
+
+    def truncate(self, size: int) -> int:
+        """Make the file ``size`` bytes: past the end goes, holes appear
+        (nothing is allocated); returns the change of ``held`` (<= 0)."""
+        freed = 0
+        if size < self.size:
+            for i in [i for i in self.chunks if (i + 1) * CHUNK > size]:
+                c, keep = self.chunks[i], max(0, size - i * CHUNK)
+                if keep == 0:
+                    freed += len(self.chunks.pop(i))
+                elif len(c) > keep:
+                    freed += len(c) - keep
+                    del c[keep:]
+        self.size = size
+        self.held -= freed
+        return -freed
+
+    def zero(self, offset: int, end: int) -> int:
+        """Zeros over [offset, end) (within the size): whole chunks are
+        dropped, and a chunk's tail; returns the change of ``held`` (<= 0)."""
+        end, freed = min(end, self.size), 0
+        for i, lo, hi in self._grow(offset, end, held_only=True) if end > offset else ():
+            c = self.chunks[i]
+            if lo >= len(c):
+                continue
+            if hi >= len(c):  # the rest of what the chunk holds
+                freed += len(c) - lo
+                del c[lo:]
+                if not c:
+                    del self.chunks[i]
+            else:
+                c[lo:hi] = bytes(hi - lo)
+        self.held -= freed
+        return -freed
+
+
+def _blocks(held: int) -> int:
+    """st_blocks of a file in memory holding ``held`` bytes (whole pages,
+    as tmpfs counts them)."""
+    return (held + 4095) // 4096 * 8
+
+
+class HostFds:
+    """The host fds the Sentry holds open for guests (files of the rootfs a
+    guest opened or mapped): at most ``cap``, well under the Sentry's own
+    RLIMIT_NOFILE, so that what is left stays for the Sentry and its
+    platforms (stub processes, vCPUs, the rootfs walk). Past it a guest
+    open fails with ENFILE (the file table is full), as Linux past
+    fs.file-max; never with a Sentry error. One count per Sentry process:
+    all of its sandboxes share the host's fd table. ``cap`` is three
+    quarters of RLIMIT_NOFILE's soft limit when first needed (``sentry run``
+    raised it to the hard limit at start)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.held = 0  # guarded by _lock
+        self.cap: int | None = None  # set on first use
+
+    def acquire(self) -> None:
+        """Count one more host fd held for a guest; ENFILE past the cap."""
+        with self._lock:
+            if self.cap is None:
+                import resource
+
+                self.cap = resource.getrlimit(resource.RLIMIT_NOFILE)[0] * 3 // 4
+            if self.held >= self.cap:
+                raise err(errno.ENFILE)
+            self.held += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self.held -= 1
+
+
+HOST_FDS = HostFds()

@@ -8,6 +8,13 @@ The file is sparse: ``capacity`` is address space, not memory.
 
 Thread safety: ``allocate``/``free`` take ``_lock``; reads and writes of
 allocated ranges need no lock (their owner serializes them).
+
+``--memory`` caps one ``MemoryBudget`` per sandbox, which counts guest
+memory (this file's allocated pages) and the content of in-memory files
+(the overlay's upper layer, /tmp, /dev/shm: sentry.fs.overlay), as Linux
+counts tmpfs pages as memory. The file systems find the budget of their
+sandbox with ``sandbox_budget()``: the Kernel makes its MemoryFile, then,
+on the same thread, its VFS.
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import fcntl
 import mmap
 import os
 import threading
+import weakref
 
 PAGE = 4096
 DEFAULT_CAPACITY = 64 << 30
@@ -41,6 +49,42 @@ class OutOfMemory(Exception):
     sandbox's memory limit is reached)."""
 
 
+class MemoryBudget:
+    """The bytes of memory one sandbox may hold (``limit``; None: no limit,
+    only counted): guest memory and in-memory file content together.
+    Thread-safe."""
+
+    def __init__(self, limit: int | None = None):
+        self.limit = limit
+        self._lock = threading.Lock()
+        self.used = 0  # guarded by _lock
+
+    def take(self, n: int) -> bool:
+        """Count ``n`` more bytes (n <= 0: give -n back); False, counting
+        nothing, if that would pass the limit."""
+        with self._lock:
+            if n > 0 and self.limit is not None and self.used + n > self.limit:
+                return False
+            self.used += n
+            return True
+
+    def available(self) -> int | None:
+        """Bytes that may still be taken (None: no limit)."""
+        return None if self.limit is None else max(0, self.limit - self.used)
+
+
+_current = threading.local()  # .memfile: a weakref to the MemoryFile made last on this thread
+
+
+def sandbox_budget() -> MemoryBudget | None:
+    """The budget of the MemoryFile made last on this thread, while it is
+    open (else None): what a sandbox's file systems, made after its
+    MemoryFile, count their content against."""
+    ref = getattr(_current, "memfile", None)
+    memfile = ref() if ref is not None else None
+    return memfile.budget if memfile is not None and not memfile.closed else None
+
+
 class MemoryFile:
     def __init__(self, capacity: int = DEFAULT_CAPACITY, limit: int | None = None):
         self.fd: int = _above_stdio(os.memfd_create("sentry-memory", os.MFD_CLOEXEC))
@@ -49,6 +93,9 @@ class MemoryFile:
         self.map = mmap.mmap(self.fd, capacity, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.base: int = ctypes.addressof(ctypes.c_char.from_buffer(self.map))
         self.limit = limit
+        self.budget = MemoryBudget(limit)  # shared with the sandbox's in-memory files
+        self.closed = False
+        _current.memfile = weakref.ref(self)
         self._lock = threading.Lock()
         # Sorted, disjoint, coalesced free ranges: starts and the matching ends.
         self._free_starts: list[int] = [0]
@@ -60,7 +107,7 @@ class MemoryFile:
         """Offset of a new zero-filled range of ``length`` bytes.
         Preconditions: length > 0, page-aligned. Raises OutOfMemory."""
         with self._lock:
-            if self.limit is not None and self.allocated + length > self.limit:
+            if not self.budget.take(length):  # --memory: guest memory and file content together
                 raise OutOfMemory(length)
             for i, (start, end) in enumerate(zip(self._free_starts, self._free_ends)):
                 if end - start >= length:
@@ -71,6 +118,7 @@ class MemoryFile:
                     self.allocated += length
                     self.peak = max(self.peak, self.allocated)
                     return start
+            self.budget.take(-length)
             raise OutOfMemory(length)
 
     def free(self, offset: int, length: int) -> None:
@@ -83,6 +131,7 @@ class MemoryFile:
             if (i > 0 and self._free_ends[i - 1] > offset) or (i < len(self._free_starts) and self._free_starts[i] < end):
                 raise AssertionError(f"MemoryFile: double free of [{offset:#x}, {end:#x})")
             self.allocated -= length
+            self.budget.take(-length)
             if i > 0 and self._free_ends[i - 1] == offset:
                 i -= 1
                 self._free_ends[i] = end
@@ -125,6 +174,7 @@ class MemoryFile:
         self.map.move(dst, src, length)
 
     def close(self) -> None:
+        self.closed = True
         try:
             self.map.close()
         except BufferError:

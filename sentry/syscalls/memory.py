@@ -20,6 +20,7 @@ MADV_NAMES = {0: "MADV_NORMAL", 1: "MADV_RANDOM", 2: "MADV_SEQUENTIAL", 3: "MADV
 _MAP_TYPE = 0x0F
 _KNOWN_MAP_FLAGS = sum(MAP_NAMES) | 0x80000  # + MAP_SYNC tolerated
 MADV_DONTNEED, MADV_FREE = 4, 8
+MAX_LFS_FILESIZE = (1 << 63) - 1  # the largest file offset (loff_t)
 
 
 def sys_mmap(t: Task, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
@@ -39,6 +40,10 @@ def sys_mmap(t: Task, addr: int, length: int, prot: int, flags: int, fd: int, of
             raise SyscallError(errno.EACCES)
         if file.node is None or file.node.kind != S.S_IFREG:  # /dev/zero: memory of its own, no end of
             return t.mm.mmap(addr, length, prot, flags, None, 0, name=file.path)  # file (as Linux's shmem)
+        # The offset arrives unsigned: a "negative" one is past 2^63. As
+        # file_mmap_ok: the mapping's last byte must be a valid file offset.
+        if offset > MAX_LFS_FILESIZE - m.page_up(length):
+            raise SyscallError(errno.EOVERFLOW)
     else:
         offset = 0
     return t.mm.mmap(addr, length, prot, flags, file, offset)

@@ -42,6 +42,22 @@
 
 #define STUB_BASE 0x7f7f00000000UL /* ptrace and vmexec stubs' code (stub/stub-*.ld) */
 #define STUB_SIZE 0x10000UL
+/* The kvm platform's private region (stub/native/kvm.c: KVM_KBASE, OFF_*;
+ * stub/ring0.h: R0_*), supervisor-only in every guest address space: the
+ * ring0 stub, IDT, GDT, kernel page tables, per-vCPU TSS and stacks, the
+ * page-table pool. Elsewhere the same addresses are the host kernel's half. */
+#define KVM_KBASE 0xffffff8000000000UL
+#define KVM_PRIV_SIZE (256UL << 20)
+static const struct {
+    const char *name;
+    unsigned long off;
+} kvm_private[] = {
+    {"ring0-stub", 0x0000},      {"ring0-iretq", 0x0100}, {"ring0-batch", 0x0200}, {"ring0-lstar", 0x0800},
+    {"idt", 0x1000},             {"gdt", 0x2000},         {"kernel-pdpt", 0x3000}, {"kernel-pd", 0x4000},
+    {"kernel-root", 0x5000},     {"vcpu0-tss", 0x10000},  {"vcpu0-batch", 0x11000}, {"vcpu0-stack", 0x12000},
+    {"pt-pool", 0x1000000},      {"pt-pool-end", KVM_PRIV_SIZE - 4096},
+};
+#define KVM_NPRIVATE (sizeof kvm_private / sizeof *kvm_private)
 
 static int attempts, escapes;
 static const char *secret, *marker;
@@ -402,6 +418,102 @@ static void stub_code(void) {
     printf("stub syscall sites: %d\n", found);
 }
 
+/* ------------------------------------------- kvm's private region */
+
+/* Jump to ADDR with rax = NR, rdi = ARG and rcx = 0 (if ADDR is taken for
+ * a system call entry, the return goes to address 0 and faults). */
+static void jump_kernel(unsigned long addr, long nr, long arg) {
+    trapped = 0;
+    alarm(5);
+    if (sigsetjmp(jump_back, 1) == 0) {
+        register long rax __asm__("rax") = nr;
+        register long rdi __asm__("rdi") = arg;
+        register long rcx __asm__("rcx") = 0;
+        __asm__ volatile("jmp *%0" : : "r"(addr), "r"(rax), "r"(rdi), "r"(rcx) : "memory");
+        __builtin_unreachable();
+    }
+    alarm(0);
+}
+
+/* Read, write, execute and map over every part of the kvm private region.
+ * Each must fault (SIGSEGV, caught here) or fail (EFAULT, EINVAL, ENOMEM,
+ * EPERM, EIO). The guest cannot tell whether the region is there (a fault
+ * there reads as SEGV_MAPERR, as at any unmapped address): the attempts are
+ * made on every platform, and elsewhere meet the host kernel's half. */
+static void kvm_region(void) {
+    guard();
+    int before = attempts;
+    char name[80];
+    int memfd = open("/proc/self/mem", O_RDWR);
+    for (unsigned i = 0; i < KVM_NPRIVATE; i++) {
+        unsigned long a = KVM_KBASE + kvm_private[i].off;
+        int got = peek(a);
+        snprintf(name, sizeof name, "kvm-read-%s", kvm_private[i].name);
+        verdict(name, got >= 0, "read a byte of the private region");
+        int wrote = 0;
+        trapped = 0;
+        if (sigsetjmp(jump_back, 1) == 0) {
+            *(volatile unsigned char *)a = 0xcc;
+            wrote = 1;
+        }
+        snprintf(name, sizeof name, "kvm-write-%s", kvm_private[i].name);
+        verdict(name, wrote, "wrote a byte of the private region");
+        unsigned char byte = 0xcc, back = 0;
+        int poked = memfd >= 0 && (pwrite(memfd, &byte, 1, (off_t)a) == 1 || pread(memfd, &back, 1, (off_t)a) == 1);
+        snprintf(name, sizeof name, "kvm-proc-self-mem-%s", kvm_private[i].name);
+        verdict(name, poked, "/proc/self/mem reached the private region");
+        struct iovec local = {&back, 1}, remote = {(void *)a, 1};
+        int copied = process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == 1 ||
+                     process_vm_writev(getpid(), &local, 1, &remote, 1, 0) == 1;
+        snprintf(name, sizeof name, "kvm-process-vm-%s", kvm_private[i].name);
+        verdict(name, copied, "process_vm_readv/writev reached the private region");
+        int fds[2], leaked = 0;
+        if (pipe(fds) == 0) {
+            leaked = write(fds[1], (void *)a, 16) > 0;
+            close(fds[0]);
+            close(fds[1]);
+        }
+        snprintf(name, sizeof name, "kvm-syscall-buffer-%s", kvm_private[i].name);
+        verdict(name, leaked, "a system call read the private region");
+        /* Map over it, move a page onto it, change or drop its mappings. */
+        void *p = mmap((void *)a, 4096, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+                       -1, 0);
+        int mapped = p == (void *)a;
+        p = mmap((void *)a, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        mapped |= p == (void *)a;
+        p = mmap((void *)a, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        mapped |= p == (void *)a;
+        if (p != MAP_FAILED && p != (void *)a)
+            munmap(p, 4096);
+        void *mine = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        p = mremap(mine, 4096, 4096, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)a);
+        mapped |= p == (void *)a;
+        munmap(p == MAP_FAILED ? mine : p, 4096);
+        snprintf(name, sizeof name, "kvm-mmap-over-%s", kvm_private[i].name);
+        verdict(name, mapped, "mapped guest memory over the private region");
+        int changed = mprotect((void *)(a & ~0xfffUL), 4096, PROT_READ | PROT_WRITE | PROT_EXEC) == 0 ||
+                      munmap((void *)(a & ~0xfffUL), 4096) == 0 ||
+                      madvise((void *)(a & ~0xfffUL), 4096, MADV_DONTNEED) == 0;
+        snprintf(name, sizeof name, "kvm-mprotect-munmap-%s", kvm_private[i].name);
+        verdict(name, changed, "changed the private region's mappings");
+        /* Execute it, from a child: the LSTAR entry is the one address
+         * ring 3 may reach (a `syscall`), and a jump there is only one. */
+        pid_t child = fork();
+        if (child == 0) {
+            guard();
+            jump_kernel(a, SYS_mkdir, (long)marker);
+            _exit(trapped ? 0 : 1);
+        }
+        int st = 0;
+        waitpid(child, &st, 0);
+        snprintf(name, sizeof name, "kvm-execute-%s", kvm_private[i].name);
+        verdict(name, WIFEXITED(st) && WEXITSTATUS(st) != 0, "executed the private region without a fault");
+    }
+    if (memfd >= 0)
+        close(memfd);
+    printf("kvm private region attempts: %d\n", attempts - before);
+}
+
 /* --------------------------------------------------------- network */
 
 static void network(int port, const char *unix_path, const char *abstract) {
@@ -521,6 +633,7 @@ int main(int argc, char **argv) {
     devices();
     kernel_calls();
     rlimits();
+    kvm_region();
     stub_code(); /* last: it jumps into stub code */
     printf("attempts %d escapes %d\n", attempts, escapes);
     return escapes != 0;
