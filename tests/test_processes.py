@@ -80,7 +80,7 @@ def _core_pattern_pipes() -> bool:
 
 
 @pytest.mark.parametrize("name", ["forkcow", "threads", "signals", "stopcont", "robust", "cputime", "exec_threads",
-                                  "sig_blocked_wait", "sig_range", "zombies", "coredump"])
+                                  "sig_blocked_wait", "sig_range", "zombies", "coredump", "sigwait_ignored"])
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_c_processes(sentry, cprog, name, mode):
     if name == "coredump" and _core_pattern_pipes():

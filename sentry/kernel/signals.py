@@ -93,7 +93,7 @@ def send(kernel: "Kernel", group: ThreadGroup, signo: int, info: bytes, task: Ta
         # As Linux's sig_ignored: a blocked signal is never ignored (a
         # signalfd or a later handler may take it).
         blocker = task if task is not None else (group.tasks[0] if group.tasks else None)
-        blocked = blocker is not None and blocker.signal_mask & bit(signo)
+        blocked = blocker is not None and (blocker.signal_mask | blocker.real_blocked) & bit(signo)
         if is_ignored(group, signo) and signo != S.SIGKILL and not blocked:
             return True
         if not _queue(kernel, task if task is not None else group, group, signo, info):

@@ -221,6 +221,7 @@ class Task(SigPending):
         self.context = context
         self.comm: bytes = b""  # at most 15 bytes, as in prctl(PR_SET_NAME)
         self.signal_mask = 0
+        self.real_blocked = 0  # the mask rt_sigtimedwait lifted for its wait (Linux's real_blocked)
         self.pending = 0  # thread-directed signals (bitmask, bit signo-1)
         self.siginfo: dict[int, bytes] = {}  # of the pending signals (SigPending)
         self.queued: dict[int, deque[bytes]] = {}  # later real-time instances (SigPending)

@@ -229,12 +229,14 @@ def sys_rt_sigtimedwait(t: Task, set_addr: int, info_addr: int, timeout_addr: in
     if got is None:
         old_mask = t.signal_mask
         t.signal_mask &= ~wanted  # the wanted signals may wake us...
+        t.real_blocked = old_mask  # ...and stay blocked for sig_ignored: a default-ignored one is kept
         try:
             wait_until(t, (), lambda: bool((t.pending | t.group.pending) & wanted), timeout_ns)
         except SyscallError:
             pass
         finally:
             t.signal_mask = old_mask
+            t.real_blocked = 0
         got = take()
         if got is None:
             if (t.pending | t.group.pending) & ~t.signal_mask:
