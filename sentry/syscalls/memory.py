@@ -103,7 +103,7 @@ ENTRIES = entries(
     partial("mremap", sys_mremap, args=(Hex, Size, Size, Flags(MREMAP_NAMES), Hex),
             note="old_size 0 (a second mapping of shared memory) is EINVAL"),
     partial("madvise", sys_madvise, args=(Hex, Size, Enum(MADV_NAMES)), note="DONTNEED/FREE drop pages; other advice is accepted and ignored"),
-    partial("msync", sys_msync, args=(Hex, Size, Int), note="writes back shared file mappings; read(2) sees mapped writes only after msync or munmap"),
+    partial("msync", sys_msync, args=(Hex, Size, Int), note="writes back shared file mappings to host files; read(2) and write(2) see mapped data at once (one page cache)"),
     partial("mlock", sys_mlock, args=(Hex, Size), note="accepted; nothing is locked"),
     partial("munlock", sys_mlock, args=(Hex, Size), note="accepted; nothing is locked"),
 )
