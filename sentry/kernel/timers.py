@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Callable
 
 from sentry.kernel import signals as sig
 from sentry.kernel.cputime import task_times
-from sentry.kernel.wait import LOOP
+from sentry.kernel.wait import LOOP, cancel_scope
 
 if TYPE_CHECKING:
     from sentry.kernel.kernel import Kernel
@@ -92,11 +92,7 @@ class Timer:
     def cancel(self) -> None:
         self._deadline = 0
         scope, self._scope = self._scope, None
-        if scope is not None:
-            if LOOP.in_loop():
-                scope.cancel()
-            else:
-                LOOP.run_sync(scope.cancel)
+        cancel_scope(scope)
 
     async def _run(self, deadline: int) -> None:
         import trio
@@ -166,11 +162,7 @@ class CpuTimer:
         self._expires = 0
         self._generation += 1
         scope, self._scope = self._scope, None
-        if scope is not None:
-            if LOOP.in_loop():
-                scope.cancel()
-            else:
-                LOOP.run_sync(scope.cancel)
+        cancel_scope(scope)
 
     async def _run(self, generation: int) -> None:
         import trio

@@ -170,14 +170,19 @@ async def _wait(task: "Task", queues: list[WaitQueue], ready, timeout_ns, interr
     raise SyscallError(ERESTARTSYS)  # the scope was cancelled: a signal
 
 
-def interrupt_wait(task: "Task") -> None:
-    """Cancel ``task``'s wait, if it is in one (callable from any thread)."""
-    scope = task.wait_scope
+def cancel_scope(scope) -> None:
+    """Cancel a trio cancel scope of the loop (None: nothing), from any
+    thread."""
     if scope is not None:
         if LOOP.in_loop():
             scope.cancel()
         else:
             LOOP.run_sync(scope.cancel)
+
+
+def interrupt_wait(task: "Task") -> None:
+    """Cancel ``task``'s wait, if it is in one (callable from any thread)."""
+    cancel_scope(task.wait_scope)
 
 
 def sleep(task: "Task", ns: int) -> None:
