@@ -33,7 +33,7 @@ from sentry.fs.file import (FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE, FA
 from sentry.fs.hostroot import HostRoot
 from sentry.fs.node import RENAME_EXCHANGE, DirMoves, FileSystem, Node, check_rename, dtype_of, err
 from sentry.fs.pipe import Pipe, open_end
-from sentry.mm.pagecache import MAPPED
+from sentry.mm.pagecache import MAPPED, read_through
 
 _libc = ctypes.CDLL(None, use_errno=True)  # the process's own libc, as sentry.net.hostcalls
 _fallocate = _libc.fallocate  # os has only posix_fallocate (no modes)
@@ -207,8 +207,7 @@ class HostOpenFile(SeekableFile):
             data = os.pread(self.hostfd, length, offset)
         except OSError as e:
             raise SyscallError(e.errno) from None
-        cache = MAPPED.get(id(self.node))
-        return data if cache is None else cache.read(self.node, offset, data)  # mapped: the pages' bytes
+        return read_through(self.node, offset, data)
 
     def pwrite(self, data: bytes, offset: int) -> int:
         try:

@@ -50,7 +50,7 @@ from sentry.fs.hostroot import HostRoot
 from sentry.fs.node import BLKSIZE, RENAME_EXCHANGE, RENAME_NOREPLACE, DirMoves, FileSystem, Node, Stat, check_rename, dtype_of, err
 from sentry.fs.pipe import Pipe, open_end
 from sentry.mm.memfile import sandbox_budget
-from sentry.mm.pagecache import MAPPED
+from sentry.mm.pagecache import MAPPED, read_through
 
 OVERLAYFS_SUPER_MAGIC = 0x794C7630
 NAME_MAX = 255
@@ -397,8 +397,7 @@ class OvRegularFile(SeekableFile):
                 out = os.pread(self.hostfd, length, offset)
             except OSError as e:
                 raise SyscallError(e.errno) from None
-        cache = MAPPED.get(id(self.node))
-        return out if cache is None else cache.read(self.node, offset, out)  # mapped: the pages' bytes
+        return read_through(self.node, offset, out)
 
     def pwrite(self, data: bytes, offset: int) -> int:
         n = self.node.write_at(data, offset)

@@ -48,6 +48,14 @@ def _file_offset(b: Backing) -> int:
 MAPPED: dict[int, "PageCache"] = {}
 
 
+def read_through(node: Hashable, offset: int, data: bytes) -> bytes:
+    """What a read(2) of ``node`` returns: ``data`` (its bytes from
+    ``offset`` as its file system holds them), or, while it is mapped, the
+    pages' bytes over it (``PageCache.read``). One dict lookup when not."""
+    cache = MAPPED.get(id(node))
+    return data if cache is None else cache.read(node, offset, data)
+
+
 class PageCache:
     def __init__(self, memory: MemoryFile, max_unused: int = 256 << 20):
         self.memory = memory
