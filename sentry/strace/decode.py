@@ -295,10 +295,6 @@ def _iovec_text(task: "Task", addr: int, count: int, log_size: int | None = None
     return "[" + ", ".join(items) + (", ..." if shown < count else "") + "]"
 
 
-def _s_iovec(task: "Task", addr: int, args: tuple[int, ...], i: int) -> str:
-    return _iovec_text(task, addr, s32(_next_arg(args, i)))
-
-
 def _s_pollfd(task: "Task", addr: int, args: tuple[int, ...], i: int) -> str:
     count = _next_arg(args, i)
     shown = min(count, MAX_ARRAY)
@@ -320,7 +316,7 @@ STRUCTS: dict[str, StructFn] = {
     "statx": _s_statx, "statfs": _s_statfs,
     "rlimit": _s_rlimit, "sigset": _s_sigset, "sigaction": _s_sigaction, "stack_t": _s_stack,
     "utsname": _s_utsname, "sysinfo": _s_sysinfo, "rusage": _s_rusage, "sockaddr": _s_sockaddr,
-    "iovec": _s_iovec, "pollfd": _s_pollfd, "fdpair": _s_fdpair,
+    "pollfd": _s_pollfd, "fdpair": _s_fdpair,
 }
 STRUCTS_FILLED: dict[str, StructFn] = {"sockaddr": _s_sockaddr_filled}  # after the call, when it differs
 
