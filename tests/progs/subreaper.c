@@ -27,6 +27,7 @@ static void await_parent_change(pid_t from) {
     while (getppid() == from) usleep(1000);
 }
 
+
 /* M, a subreaper, forks A, which forks B and exits: B is now M's child. */
 static int middle_subreaper(void) {
     if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) return 10;
@@ -35,9 +36,10 @@ static int middle_subreaper(void) {
     pipe(p);
     pid_t a = fork();
     if (a == 0) {
+        pid_t a_pid = getpid();
         pid_t b = fork();
         if (b == 0) {
-            await_parent_change(getppid() == m ? 0 : getppid());
+            await_parent_change(a_pid);
             _exit(getppid() == m ? 7 : 8);
         }
         write(p[1], &b, sizeof b);
@@ -108,9 +110,10 @@ int main(void) {
         pid_t mm = getpid();
         pid_t a = fork();
         if (a == 0) {
+            pid_t a_pid = getpid();
             pid_t b = fork();
             if (b == 0) {
-                await_parent_change(getppid() == mm ? 0 : getppid()); /* A gone */
+                await_parent_change(a_pid); /* A gone */
                 int under_m = getppid() == mm;
                 write(p[1], "x", 1);
                 await_parent_change(mm); /* M gone */
