@@ -5,10 +5,8 @@
  * - the counts: woken + requeued for both requeue commands, EAGAIN when
  *   *uaddr != val3, EINVAL for a negative count, a FUTEX_WAKE of 0 wakes one;
  * - FUTEX_WAKE_OP: 12-bit signed oparg/cmparg, OPARG_SHIFT 1 << (oparg & 31),
- *   ENOSYS for an unknown op (word untouched) or comparison (word changed).
- * Not checked: the read-modify-write against another thread's concurrent
- * atomic adds (the Sentry uses a compare-and-swap, yet an add was lost in
- * some runs; not yet understood). */
+ *   ENOSYS for an unknown op (word untouched) or comparison (word changed),
+ *   and the read-modify-write atomic against a thread's atomic adds. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/futex.h>
@@ -127,6 +125,30 @@ static void wake_op(const char *what, int start, int encoded) {
     printf("%s: queued=%d ret=%ld %s word=%d cond_woke=%d\n", what, queued, r, e, W, left == 0);
 }
 
+static volatile int stop;
+
+static void *atomic_adder(void *p) {
+    long *n = p;
+    while (!stop) {
+        __atomic_fetch_add(&W, 1, __ATOMIC_SEQ_CST);
+        ++*n;
+    }
+    return NULL;
+}
+
+static void wake_op_atomic(void) {
+    long adds = 0;
+    pthread_t t;
+    W = 0;
+    stop = 0;
+    pthread_create(&t, NULL, atomic_adder, &adds);
+    for (int i = 0; i < 3000; i++) futex(&A, FUTEX_WAKE_OP_PRIVATE, 0, 0, &W, OP(FUTEX_OP_ADD, 1, 0, 0));
+    stop = 1;
+    pthread_join(t, NULL);
+    /* W wraps: an unhurried thread can add past 2^31 while the loop runs */
+    printf("wake_op atomic with a thread's atomic adds: %d\n", (unsigned)W == (unsigned)(adds + 3000));
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     requeue_then_wake(1);
@@ -141,5 +163,6 @@ int main(void) {
     wake_op("set shift -1", 0, OP(FUTEX_OP_SET | FUTEX_OP_OPARG_SHIFT, -1, FUTEX_OP_CMP_EQ, 1));
     wake_op("unknown op", 7, OP(5, 1, FUTEX_OP_CMP_EQ, 7));
     wake_op("unknown cmp", 7, OP(FUTEX_OP_SET, 3, 9, 7));
+    wake_op_atomic();
     return 0;
 }
