@@ -56,3 +56,16 @@ def test_bad_sigreturn_frame_forces_sigsegv(sentry, cprog, case, status):
     assert want.returncode == (-11 if status == 139 else status), want
     got = sentry.run(prog, case)
     assert (got.returncode, got.stdout) == (status, want.stdout), got.stderr
+
+
+def test_interrupted_waits_keep_their_time(sentry, cprog):
+    """A stop and continue resumes nanosleep, clock_nanosleep and poll
+    through restart_syscall with their deadline; ppoll and select write
+    back the time left (also on success) and restart with it; after a
+    handler restart_syscall is EINTR."""
+    prog = cprog("sig_restart_time")
+    want = native(prog)
+    assert want.returncode == 0, want.stderr
+    got = sentry.run(prog)
+    assert got.stdout.decode() == want.stdout.decode(), got.stderr
+    assert got.returncode == 0

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from sentry.errors import GuestExit, SyscallError
 from sentry.kernel.task import SIGRTMIN, SigAction, Task, ThreadGroup, dequeue_signal, killed_status
-from sentry.kernel.wait import ERESTARTNOHAND, ERESTARTSYS, interrupt_wait, wait_until
+from sentry.kernel.wait import ERESTART_RESTARTBLOCK, ERESTARTNOHAND, ERESTARTSYS, interrupt_wait, wait_until
 
 if TYPE_CHECKING:
     from sentry.kernel.kernel import Kernel
@@ -232,7 +232,7 @@ def deliver(task: Task, syscall_result: int | None) -> None:
     becomes a restart or EINTR as Linux decides. Raises GuestExit when a
     signal's default action ends the process."""
     regs = task.arch.regs
-    restart = syscall_result in (-ERESTARTSYS, -ERESTARTNOHAND)
+    restart = syscall_result in (-ERESTARTSYS, -ERESTARTNOHAND, -ERESTART_RESTARTBLOCK)
     while True:
         if task.group.exit_status is not None:
             raise GuestExit(task.group.exit_status)
@@ -259,7 +259,7 @@ def deliver(task: Task, syscall_result: int | None) -> None:
             raise GuestExit(task.group.exit_status)  # type: ignore[arg-type]
         if restart:
             if action.flags & SA_RESTART and syscall_result == -ERESTARTSYS:
-                _restart(regs)
+                _restart(regs, False)
             else:
                 regs.rax = (-errno.EINTR) & 0xFFFF_FFFF_FFFF_FFFF
             restart = False
@@ -269,7 +269,7 @@ def deliver(task: Task, syscall_result: int | None) -> None:
         # (under the handler's mask) gets its frame now, on top of this one,
         # so its handler runs first.
     if restart:
-        _restart(regs)
+        _restart(regs, syscall_result == -ERESTART_RESTARTBLOCK)
     if task.saved_mask is not None:
         task.signal_mask, task.saved_mask = task.saved_mask, None
 
@@ -282,9 +282,13 @@ def _traced(task: Task, signo: int) -> None:
         tracer.event(task, "signal", signo)
 
 
-def _restart(regs) -> None:
-    """Re-execute the interrupted system call: back over `syscall`."""
-    regs.rax = regs.orig_rax
+NR_RESTART_SYSCALL = 219
+
+
+def _restart(regs, resume: bool) -> None:
+    """Re-execute the interrupted system call: back over `syscall`; with
+    ``resume``, as restart_syscall (which runs the task's restart_block)."""
+    regs.rax = NR_RESTART_SYSCALL if resume else regs.orig_rax
     regs.rip -= 2
 
 
@@ -349,6 +353,7 @@ def sigreturn(task: Task) -> int:
     fault on: ``_frame_fpstate``) forces SIGSEGV as Linux's badframe does:
     what was restored before stays, and the call returns 0."""
     regs = task.arch.regs
+    task.restart_block = None  # a handler ran: nothing left to resume (Linux's do_no_restart_syscall)
     uc_addr = regs.rsp
     try:
         head = task.mm.copy_in(uc_addr, UCONTEXT_SIZE)

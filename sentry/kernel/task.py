@@ -12,7 +12,7 @@ import resource
 import signal as _signal
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from sentry.kernel.cputime import CpuTimes
 
@@ -226,6 +226,9 @@ class Task(SigPending):
         self.siginfo: dict[int, bytes] = {}  # of the pending signals (SigPending)
         self.queued: dict[int, deque[bytes]] = {}  # later real-time instances (SigPending)
         self.saved_mask: int | None = None  # restored after a sigsuspend-style handler run
+        # what restart_syscall resumes (a relative sleep or poll with the time
+        # it had left), set with ERESTART_RESTARTBLOCK; Linux's restart_block
+        self.restart_block: Callable[[], int] | None = None
         self.wait_scope = None  # the trio cancel scope of a blocking wait (sentry.kernel.wait)
         self.clear_child_tid = 0
         self.robust_list = (0, 0)

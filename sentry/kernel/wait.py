@@ -35,6 +35,7 @@ ERESTARTSYS = 512  # Linux's internal errno: restart if SA_RESTART, else EINTR
 SHORT_SLEEP_NS = 1_000_000
 SPIN_NS = 200_000  # how long a waiter looks again before parking in trio
 ERESTARTNOHAND = 514  # restart only if no handler runs, else EINTR (sleeps, pause)
+ERESTART_RESTARTBLOCK = 516  # as ERESTARTNOHAND, but resumed by restart_syscall: task.restart_block
 
 
 class _Loop:

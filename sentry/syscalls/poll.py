@@ -6,17 +6,22 @@ WaitQueue that those callbacks notify, in the kernel's trio loop, so
 signals interrupt it (EINTR after a handler; otherwise the call goes on, as on Linux).
 ppoll and pselect6 wait under a temporary signal mask (``with_sigmask``,
 shared with epoll_pwait) that stays until a signal it let in is delivered.
+
+Time left, as Linux: select, pselect6 and ppoll write it back into their
+timeout argument (so a restart waits only for the rest); poll, whose
+timeout is a value, resumes through restart_syscall (ERESTART_RESTARTBLOCK).
 """
 from __future__ import annotations
 
 import errno
 import struct
+import time
 
 from sentry.errors import SyscallError
 from sentry.fs.file import POLLERR, POLLHUP, POLLIN, POLLOUT
 from sentry.kernel.signals import UNBLOCKABLE
 from sentry.kernel.task import Task
-from sentry.kernel.wait import ERESTARTNOHAND, WaitQueue, wait_until
+from sentry.kernel.wait import ERESTART_RESTARTBLOCK, ERESTARTNOHAND, WaitQueue, wait_until
 from sentry.syscalls.time import read_timespec_ns
 from sentry.syscalls.spec import Int, Ptr, Size, Struct, entries, s32, supported
 
@@ -94,7 +99,53 @@ def _poll(t: Task, addr: int, nfds: int, timeout_ns: int | None) -> int:
 
 def sys_poll(t: Task, addr: int, nfds: int, timeout_ms: int) -> int:
     ms = s32(timeout_ms)
-    return _poll(t, addr, nfds, None if ms < 0 else ms * 1_000_000)
+    return _poll_until(t, addr, nfds, None if ms < 0 else time.monotonic_ns() + ms * 1_000_000)
+
+
+def _poll_until(t: Task, addr: int, nfds: int, deadline: int | None) -> int:
+    """poll until the monotonic ``deadline`` (None: no timeout); interrupted
+    by a signal without a handler, restart_syscall polls again until it."""
+    try:
+        return _poll(t, addr, nfds, None if deadline is None else max(0, deadline - time.monotonic_ns()))
+    except SyscallError as e:
+        if e.errno != ERESTARTNOHAND:
+            raise
+        t.restart_block = lambda: _poll_until(t, addr, nfds, deadline)
+        raise SyscallError(ERESTART_RESTARTBLOCK) from None
+
+
+def _timespec(ns: int) -> bytes:
+    return struct.pack("<qq", ns // 1_000_000_000, ns % 1_000_000_000)
+
+
+def _timeval(ns: int) -> bytes:
+    return struct.pack("<qq", ns // 1_000_000_000, ns % 1_000_000_000 // 1000)
+
+
+def _time_left_written(t: Task, addr: int, timeout_ns: int | None, pack, call):
+    """Run ``call`` and then, however it ends, write the time left of
+    ``timeout_ns`` to ``addr`` in ``pack``'s layout, as Linux's
+    poll_select_finish (nothing for no timeout or a zero one; a failed
+    write turns a restart into EINTR and is otherwise ignored)."""
+    if not addr or not timeout_ns:
+        return call()
+    deadline = time.monotonic_ns() + timeout_ns
+    try:
+        result = call()
+    except SyscallError as e:
+        if not _wrote(t, addr, pack(max(0, deadline - time.monotonic_ns()))) and e.errno == ERESTARTNOHAND:
+            raise SyscallError(errno.EINTR) from None
+        raise
+    _wrote(t, addr, pack(max(0, deadline - time.monotonic_ns())))
+    return result
+
+
+def _wrote(t: Task, addr: int, data: bytes) -> bool:
+    try:
+        t.mm.copy_out(addr, data)
+    except SyscallError:
+        return False
+    return True
 
 
 def with_sigmask(t: Task, mask_addr: int, size: int, call):
@@ -132,7 +183,8 @@ def _restore_mask(t: Task) -> None:
 
 def sys_ppoll(t: Task, addr: int, nfds: int, timeout: int, mask: int, masksize: int) -> int:
     timeout_ns = _read_timespec_ns(t, timeout)
-    return with_sigmask(t, mask, masksize, lambda: _poll(t, addr, nfds, timeout_ns))
+    return with_sigmask(t, mask, masksize, lambda: _time_left_written(
+        t, timeout, timeout_ns, _timespec, lambda: _poll(t, addr, nfds, timeout_ns)))
 
 
 def _select(t: Task, nfds: int, rd: int, wr: int, ex: int, timeout_ns: int | None) -> int:
@@ -169,13 +221,14 @@ def sys_select(t: Task, nfds: int, rd: int, wr: int, ex: int, timeout: int) -> i
         if sec < 0 or not 0 <= usec < 1_000_000:
             raise SyscallError(errno.EINVAL)
         timeout_ns = sec * 1_000_000_000 + usec * 1000
-    return _select(t, nfds, rd, wr, ex, timeout_ns)
+    return _time_left_written(t, timeout, timeout_ns, _timeval, lambda: _select(t, nfds, rd, wr, ex, timeout_ns))
 
 
 def sys_pselect6(t: Task, nfds: int, rd: int, wr: int, ex: int, timeout: int, sigmask: int) -> int:
     mask_addr, size = struct.unpack("<QQ", t.mm.copy_in(sigmask, 16)) if sigmask else (0, 0)
     timeout_ns = _read_timespec_ns(t, timeout)
-    return with_sigmask(t, mask_addr, size, lambda: _select(t, nfds, rd, wr, ex, timeout_ns))
+    return with_sigmask(t, mask_addr, size, lambda: _time_left_written(
+        t, timeout, timeout_ns, _timespec, lambda: _select(t, nfds, rd, wr, ex, timeout_ns)))
 
 
 ENTRIES = entries(

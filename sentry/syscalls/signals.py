@@ -189,6 +189,15 @@ def sys_rt_sigreturn(t: Task) -> int:
     return sig.sigreturn(t)
 
 
+def sys_restart_syscall(t: Task) -> int:
+    """Resume the call a signal without a handler interrupted (the run loop
+    points the guest here for ERESTART_RESTARTBLOCK); EINTR if there is none."""
+    resume, t.restart_block = t.restart_block, None
+    if resume is None:
+        raise SyscallError(errno.EINTR)
+    return resume()
+
+
 def sys_rt_sigsuspend(t: Task, mask_addr: int, sigsetsize: int) -> int:
     if sigsetsize != 8:
         raise SyscallError(errno.EINVAL)
@@ -261,6 +270,7 @@ ENTRIES = entries(
     partial("rt_sigqueueinfo", sys_rt_sigqueueinfo, args=(Int, Signal, Ptr), note="to processes"),
     supported("rt_tgsigqueueinfo", sys_rt_tgsigqueueinfo, args=(Int, Int, Signal, Ptr)),
     supported("rt_sigreturn", sys_rt_sigreturn),
+    supported("restart_syscall", sys_restart_syscall),
     supported("rt_sigsuspend", sys_rt_sigsuspend, args=(Struct("sigset"), Size)),
     supported("pause", sys_pause),
     supported("rt_sigtimedwait", sys_rt_sigtimedwait, args=(Struct("sigset"), Ptr, Struct("timespec"), Size)),

@@ -14,7 +14,7 @@ from typing import Callable
 from sentry.errors import SyscallError
 from sentry.kernel.task import Task, ThreadGroup
 from sentry.kernel.timers import CPU_TICK_NS, CpuTimer, group_cpu_ns, live_tasks, thread_cpu_ns
-from sentry.kernel.wait import ERESTARTNOHAND, ERESTARTSYS, WaitQueue, sleep, wait_until
+from sentry.kernel.wait import ERESTART_RESTARTBLOCK, ERESTARTNOHAND, ERESTARTSYS, WaitQueue, sleep, wait_until
 from sentry.syscalls.spec import Enum, Int, OutStruct, Ptr, Struct, entries, partial, s32, supported
 
 CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID = 0, 1, 2, 3
@@ -134,16 +134,21 @@ def read_timespec_ns(t: Task, addr: int) -> int:
 
 def _sleep(t: Task, ns: int, rem: int) -> int:
     """Sleep ``ns``; if a signal interrupts, write the time left to ``rem``
-    (when non-NULL) and raise ERESTARTNOHAND (EINTR after a handler), as
-    Linux's relative nanosleep does."""
-    start = _time.monotonic_ns()
+    (when non-NULL) and raise ERESTART_RESTARTBLOCK, as Linux's relative
+    nanosleep does: EINTR after a handler, else restart_syscall sleeps
+    until the first deadline (a stop and continue does not start it over)."""
+    return _sleep_until(t, _time.monotonic_ns() + ns, rem)
+
+
+def _sleep_until(t: Task, deadline: int, rem: int) -> int:
     try:
-        sleep(t, ns)
+        sleep(t, deadline - _time.monotonic_ns())
     except SyscallError:
         if rem:
-            left = max(0, ns - (_time.monotonic_ns() - start))
+            left = max(0, deadline - _time.monotonic_ns())
             t.mm.copy_out(rem, _TIMESPEC.pack(left // NS, left % NS))
-        raise
+        t.restart_block = lambda: _sleep_until(t, deadline, rem)
+        raise SyscallError(ERESTART_RESTARTBLOCK) from None
     return 0
 
 
@@ -156,8 +161,11 @@ def sys_clock_nanosleep(t: Task, clock: int, flags: int, req: int, rem: int) -> 
     cpu = cpu_clock(t, clock)
     if cpu is not None:
         return _cpu_sleep(t, cpu, ns, bool(flags & TIMER_ABSTIME), rem)
-    if flags & TIMER_ABSTIME:
-        return _sleep(t, ns - _clock(t, clock), 0)  # an absolute sleep never writes rem
+    if flags & TIMER_ABSTIME:  # restarted as it is: never writes rem
+        try:
+            return _sleep(t, ns - _clock(t, clock), 0)
+        except SyscallError as e:
+            raise SyscallError(ERESTARTNOHAND) from e
     return _sleep(t, ns, rem)
 
 
