@@ -364,16 +364,20 @@ class Process:
             t.join()
 
     def send_signal(self, signo: int) -> None:
-        """Send ``signo`` to the guest's foreground process group (init's),
-        as a terminal would for ^C."""
+        """Send ``signo`` to the guest's foreground process group, as a
+        terminal would for ^C: the one the guest made the foreground of its
+        stdio's terminal (tcsetpgrp) while any process is in it, else
+        init's."""
         from sentry.kernel import signals
 
         kernel = self.kernel
         init = kernel.init
         if init is None or kernel.done.is_set():
             return
+        foreground = kernel.terminals.stdio_foreground()
         with kernel.lock:
-            groups = [g for g in kernel.groups.values() if g.pgid == init.pgid and not g.zombie]
+            live = [g for g in kernel.groups.values() if not g.zombie]
+            groups = [g for g in live if g.pgid == foreground] or [g for g in live if g.pgid == init.pgid]
         for g in groups:
             signals.send(kernel, g, signo, signals.siginfo(signo, signals.SI_USER))
 

@@ -74,7 +74,8 @@ def _report_lost_trace(proc: "Process") -> None:
 @contextlib.contextmanager
 def _forward_signals(proc: "Process"):
     """SIGINT, SIGTERM and SIGHUP sent to the Sentry go to the guest's
-    foreground process group (init's), as a terminal would send them."""
+    foreground process group (``Process.send_signal``), as a terminal
+    would send them."""
     previous = {signo: signal.signal(signo, lambda signo, _frame: proc.send_signal(signo))
                 for signo in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:

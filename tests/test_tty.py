@@ -232,3 +232,33 @@ def test_terminal_ioctls_allowed_and_refused(platform, pty):
     assert struct.unpack("HHHH", fcntl.ioctl(pty.slave, termios.TIOCGWINSZ, bytes(8)))[:2] == (24, 80)
     assert struct.unpack("i", fcntl.ioctl(pty.slave, termios.FIONREAD, bytes(4)))[0] == 0  # nothing typed in
     assert select.select([pty.slave], [], [], 0)[0] == []
+
+
+GUEST_JOB = """
+import os, signal
+signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # natively: tcsetpgrp from the background
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.setpgid(0, 0)
+    os.tcsetpgrp(0, os.getpid())
+    os.write(w, b'x')
+    os.execv('/bin/sleep', ['sleep', '60'])
+os.read(r, 1)
+print('JOB RUNNING', flush=True)
+_, status = os.waitpid(pid, 0)
+os.tcsetpgrp(0, os.getpgrp())
+print('job killed by', os.WTERMSIG(status) if os.WIFSIGNALED(status) else None, flush=True)
+"""
+
+
+def test_interrupt_goes_to_the_foreground_job(platform, pty):
+    """^C (SIGINT to the Sentry) goes to the process group the guest made
+    the terminal's foreground, as a shell's job: the job dies, its shell
+    (another group) lives on."""
+    proc = pty.sentry(platform, "", argv=("/usr/bin/python3.11", "-c", GUEST_JOB))
+    pty.expect(b"JOB RUNNING")
+    proc.send_signal(signal.SIGINT)
+    pty.expect(b"job killed by")
+    assert pty.expect(b"\n").strip() == b"2"
+    assert proc.wait(60) == 0

@@ -16,7 +16,8 @@ terminal the Sentry works as gVisor's host-TTY passthrough:
   outlive the sandbox and SIGWINCH host processes).
 - The foreground process group is the sandbox's own: TIOCSPGRP stores it
   per terminal, TIOCGPGRP returns it (the caller's group if never set);
-  the host's is never read or changed.
+  the host's is never read or changed. A ^C the Sentry gets goes to the
+  foreground group of the stdio's terminal (``stdio_foreground``).
 - /dev/pts holds exactly the terminals the guest's stdio are, with the
   host's stat (so glibc's ttyname finds them); opening one is another
   passthrough of that borrowed fd.
@@ -380,16 +381,16 @@ class Terminals:
         # terminal_id -> (our CLOEXEC dup of one of its fds, its termios before the first change).
         self.saved: dict[int, tuple[int, bytes]] = {}  # guarded by lock
         self.fg: dict[int, int] = {}  # terminal_id -> foreground pgid in the sandbox; guarded by lock
+        self.stdio_ttys: tuple[int, ...] = ()  # the host fds of the guest's stdio that are terminals
         self.restored = False  # guarded by lock
 
     def add_stdio(self, host_fds: tuple[int, int, int]) -> None:
         """The guest's stdio are the host fds ``host_fds`` (-1: closed):
         those that are terminals named /dev/pts/N appear in /dev/pts."""
         by_name: dict[bytes, list[tuple[int, int]]] = {}
-        for fd in host_fds:
+        self.stdio_ttys = tuple(fd for fd in host_fds if fd >= 0 and os.isatty(fd))
+        for fd in self.stdio_ttys:
             try:
-                if fd < 0 or not os.isatty(fd):
-                    continue
                 name = os.ttyname(fd)
                 mode = fcntl.fcntl(fd, fcntl.F_GETFL) & O_ACCMODE
             except OSError:
@@ -443,6 +444,20 @@ class Terminals:
         key = terminal_id(hostfd)
         with self.lock:
             return self.fg.get(key)
+
+    def stdio_foreground(self) -> int | None:
+        """The foreground process group the guest set on the terminal of
+        its stdio (stdin's first), or None: where a ^C the Sentry is sent
+        goes."""
+        with self.lock:
+            for fd in self.stdio_ttys:
+                try:
+                    pgid = self.fg.get(terminal_id(fd))
+                except SyscallError:
+                    continue
+                if pgid is not None:
+                    return pgid
+        return None
 
     def set_foreground(self, hostfd: int, pgid: int) -> None:
         key = terminal_id(hostfd)
