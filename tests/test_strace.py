@@ -138,14 +138,20 @@ IOVEC_GOLDEN = r"""
 [   1:   1] strace_iovec X writev(0x1 pipe:[INO], ..., 1) = -14 (0xfffffffffffffff2) errno=14 (EFAULT) (DUR)
 [   1:   1] strace_iovec E writev(0x1 pipe:[INO], ADDR (error decoding iovecs: invalid iovcnt), -1)
 [   1:   1] strace_iovec X writev(0x1 pipe:[INO], ..., -1) = -22 (0xffffffffffffffea) errno=22 (EINVAL) (DUR)
+[   1:   1] strace_iovec E sendmsg(0x5 socket:[INO], ADDR {name=0x0, namelen=0, iovecs=[{base=ADDR, len=6, "hello "}, {base=ADDR, len=0}, {base=ADDR, len=6, "world\n"}], control={base=0x0, len=0}, flags=0x0}, 0x0)
+[   1:   1] strace_iovec X sendmsg(0x5 socket:[INO], ..., 0x0) = 12 (0xc) (DUR)
+[   1:   1] strace_iovec E recvmsg(0x6 socket:[INO], ADDR, 0x20 (MSG_TRUNC))
+[   1:   1] strace_iovec X recvmsg(0x6 socket:[INO], ADDR {name=0x0, namelen=0, iovecs=[{base=ADDR, len=4, "hell"}, {base=ADDR, len=8, "o world\n"}], control={base=0x0, len=0}, flags=0x0}, 0x20 (MSG_TRUNC)) = 12 (0xc) (DUR)
+[   1:   1] strace_iovec E sendmsg(0x5 socket:[INO], 0x10 (error decoding msghdr: EFAULT), 0x0)
+[   1:   1] strace_iovec X sendmsg(0x5 socket:[INO], ..., 0x0) = -14 (0xfffffffffffffff2) errno=14 (EFAULT) (DUR)
 [   1:   1] strace_iovec E exit_group(0)
 [   1:   1] strace_iovec P exit(status=0 (exited 0))
 """.strip().splitlines()
 
 
 def test_iovec_contents(sentry, cprog, tmp_path):
-    """readv/writev and their p/p*2 forms show each iovec with its bytes,
-    as runsc does: written ones on entry, read ones after the call, sized
+    """readv/writev, their p/p*2 forms and sendmsg/recvmsg's msghdr show
+    each iovec with its bytes, as runsc does: written ones on entry, read ones after the call, sized
     by its result; cut at --strace-log-size; bad pointers decoded as errors."""
     prog = tmp_path / "strace_iovec"
     shutil.copy(cprog("strace_iovec", "static"), prog)

@@ -25,6 +25,10 @@ Kinds (``Arg.kind``; the ``detail`` each takes):
                                 each element with its bytes (writev)
   outiovec (after)              the same, the bytes the call filled, in
                                 order, sized by the result (readv)
+  inmsghdr                      a struct msghdr: name, iovecs with their
+                                bytes, control, flags (sendmsg)
+  outmsghdr (after)             the same as the call filled it, the bytes
+                                sized by the result (recvmsg)
   flags(table)                  bit → name table (``names.flag_names``)
   enum(table)                   value → name table
   openflags, cloneflags         O_* (with the access mode), CLONE_*|SIG*
@@ -475,6 +479,35 @@ def _iovec_contents(log_size: int) -> Callable[..., str]:
     return decode
 
 
+_MSGHDR = _struct.Struct("<QI4xQQQQi4x")
+
+
+def _msghdr_contents(log_size: int) -> Callable[..., str]:
+    """The decoder of ``inmsghdr`` (on entry: ``result`` None) and of
+    ``outmsghdr`` (after the call: the iovecs' bytes sized by ``result``),
+    as gVisor shows a msghdr: ``{name=..., namelen=16, iovecs=[...],
+    control={base=0x0, len=0}, flags=0}``."""
+    def decode(task: "Task", args: tuple[int, ...], i: int, result: int | None = None) -> str:
+        addr = args[i]
+        if addr == 0:
+            return "null"
+        try:
+            name, namelen, iov, iovlen, control, controllen, flags = _read(task, addr, _MSGHDR)
+            shown_name = f"{name:#x}"
+            if name and namelen:
+                try:
+                    shown_name += " " + _sockaddr_text(task.mm.copy_in(name, min(namelen, 128)))
+                except SyscallError as e:
+                    shown_name = _fault(name, "sockaddr", e)
+            iovecs = _iovec_text(task, iov, min(iovlen, UIO_MAXIOV + 1), log_size, result)
+        except SyscallError as e:
+            return _fault(addr, "msghdr", e)
+        return (f"{addr:#x} {{name={shown_name}, namelen={namelen}, iovecs={iovecs}, "
+                f"control={{base={control:#x}, len={controllen}}}, flags={flags:#x}}}")
+
+    return decode
+
+
 def _argv(log_size: int) -> Pre:
     def decode(task: "Task", args: tuple[int, ...], i: int) -> str:
         addr = args[i]
@@ -536,6 +569,8 @@ def pre_decoder(arg: Arg, log_size: int) -> Pre:
         return _inbuf(log_size)
     if k == "iniovec":
         return _iovec_contents(log_size)
+    if k == "inmsghdr":
+        return _msghdr_contents(log_size)
     if k == "flags":
         return _flags(arg.detail)
     if k == "enum":
@@ -559,12 +594,14 @@ def post_decoder(arg: Arg, log_size: int) -> Post:
         return _outbuf(log_size)
     if arg.kind == "outiovec":
         return _iovec_contents(log_size)
+    if arg.kind == "outmsghdr":
+        return _msghdr_contents(log_size)
     if arg.kind == "struct":
         return _after(_struct_decoder(arg.detail, filled=True))
     return _after(pre_decoder(Arg(arg.kind, False, arg.detail), log_size))
 
 
-_SHOWN_ON_ENTRY = ("inbuf", "iniovec")  # data the call takes: "..." on the exit line
+_SHOWN_ON_ENTRY = ("inbuf", "iniovec", "inmsghdr")  # data the call takes: "..." on the exit line
 
 
 def plan(entry: Syscall, log_size: int) -> Plan:

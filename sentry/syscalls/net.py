@@ -29,8 +29,8 @@ from sentry.net.socket import (AF_INET, AF_INET6, AF_UNIX, IPPROTO_TCP, IPPROTO_
                                SO_SNDTIMEO, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_STREAM, SOCK_TYPE_MASK, SOL_SOCKET,
                                Creds, Received, Socket, WouldBlock)
 from sentry.net.stack import stack_of
-from sentry.syscalls.spec import (FD, Enum, Flags, Int, OutStruct, Ptr, ReadBuf, Size, Struct, WriteBuf, entries,
-                                  partial, s32, supported)
+from sentry.syscalls.spec import (FD, Enum, Flags, Int, OutStruct, Ptr, ReadBuf, RecvMsgHdr, SendMsgHdr, Size, Struct,
+                                  WriteBuf, entries, partial, s32, supported)
 
 SOCK_NONBLOCK, SOCK_CLOEXEC = O_NONBLOCK, O_CLOEXEC
 SCM_RIGHTS, SCM_CREDENTIALS = 1, 2
@@ -516,8 +516,8 @@ ENTRIES = entries(
     supported("getsockopt", sys_getsockopt, args=(FD, Enum(LEVELS), Int, Ptr, Ptr)),
     supported("sendto", sys_sendto, args=(FD, WriteBuf, Size, Flags(MSG_FLAGS), SockAddr, Int)),
     supported("recvfrom", sys_recvfrom, args=(FD, ReadBuf, Size, Flags(MSG_FLAGS), Ptr, Ptr)),
-    partial("sendmsg", sys_sendmsg, args=(FD, Ptr, Flags(MSG_FLAGS)), note="SCM_RIGHTS and SCM_CREDENTIALS only"),
-    supported("recvmsg", sys_recvmsg, args=(FD, Ptr, Flags(MSG_FLAGS))),
+    partial("sendmsg", sys_sendmsg, args=(FD, SendMsgHdr, Flags(MSG_FLAGS)), note="SCM_RIGHTS and SCM_CREDENTIALS only"),
+    supported("recvmsg", sys_recvmsg, args=(FD, RecvMsgHdr, Flags(MSG_FLAGS))),
     supported("sendmmsg", sys_sendmmsg, args=(FD, Ptr, Int, Flags(MSG_FLAGS))),
     partial("recvmmsg", sys_recvmmsg, args=(FD, Ptr, Int, Flags(MSG_FLAGS), Ptr), note="timeout ignored"),
 )

@@ -56,6 +56,8 @@ Path = Arg("path")
 Str = Arg("str")
 WriteBuf = Arg("inbuf")  # guest -> sentry data, length in the next argument
 ReadBuf = Arg("outbuf", after=True)  # sentry -> guest data, length = result
+SendMsgHdr = Arg("inmsghdr")  # a struct msghdr the call sends from
+RecvMsgHdr = Arg("outmsghdr", after=True)  # a struct msghdr the call fills: shown after it, sized by the result
 Ptr = Arg("ptr")
 Flags = Arg("flags")  # Flags(table): table maps bit -> name
 Enum = Arg("enum")  # Enum(table): table maps value -> name
