@@ -285,6 +285,11 @@ class Kernel:
         finally:
             try:
                 self._task_exited(task, status)
+            except BaseException as e:  # a Sentry bug in the teardown: report it, never hang
+                self._crashed(e)
+                if task.group is self.init:  # nobody else would end the sandbox
+                    self.init_status = self.init_status or killed_status(S.SIGKILL)
+                    self._end_sandbox()
             finally:
                 with self.lock:
                     self.threads_running -= 1
