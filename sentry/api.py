@@ -399,7 +399,7 @@ class Process:
                 import traceback
 
                 traceback.print_exception(err)
-            raise SandboxError(f"internal error: {type(err).__name__}: {err}", 125)
+            raise SandboxError(f"internal error: {type(err).__name__}: {err}{_where(err)}", 125)
         assert self.status is not None
         return self.status
 
@@ -476,3 +476,17 @@ def _drain(stream: IO[bytes], chunks: list[bytes]) -> None:
             if not data:
                 break
             chunks.append(data)
+
+
+def _where(err: BaseException) -> str:
+    """`` (at sentry/kernel/kernel.py:345 in _become_zombie)``: where in the
+    Sentry a bug raised, so a one-line report still points at it."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if "/sentry/" in f.filename or "/platforms/" in f.filename]
+    if not frames:
+        return ""
+    f = frames[-1]
+    path = f.filename[f.filename.rfind("/sentry/") + 1:] if "/sentry/" in f.filename else \
+        f.filename[f.filename.rfind("/platforms/") + 1:]
+    return f" (at {path}:{f.lineno} in {f.name})"

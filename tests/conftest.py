@@ -46,8 +46,11 @@ class Sentry:
     def run(self, *argv: str, options: tuple[str, ...] = (), input: bytes | None = None,
             timeout: float = 90, env: dict[str, str] | None = None, cwd: str | None = None) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "sentry", "run", "--platform", self.platform, *options, "--", *argv]
-        return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout,
-                              env=env if env is not None else _clean_env(), cwd=cwd)
+        try:
+            return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout,
+                                  env=env if env is not None else _clean_env(), cwd=cwd)
+        except subprocess.TimeoutExpired as e:  # a hang: what the Sentry said is the clue
+            pytest.fail(f"timed out after {timeout} s: {cmd}\nstderr:\n{(e.stderr or b'').decode(errors='replace')}")
 
 
 def _clean_env() -> dict[str, str]:

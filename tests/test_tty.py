@@ -107,7 +107,7 @@ def test_tty_and_ttyname_name_the_terminal_as_natively(platform, pty):
 
 def test_dev_pts_is_empty_without_a_terminal(sentry):
     got = sentry.run("/bin/sh", "-c", "ls -A /dev/pts; tty", input=b"")
-    assert got.returncode == 1
+    assert got.returncode == 1, got.stderr
     assert got.stdout == b"not a tty\n"
 
 
