@@ -262,3 +262,26 @@ def test_interrupt_goes_to_the_foreground_job(platform, pty):
     pty.expect(b"job killed by")
     assert pty.expect(b"\n").strip() == b"2"
     assert proc.wait(60) == 0
+
+
+def _job_control_report(pty: Pty, proc: subprocess.Popen) -> list[str]:
+    text = pty.expect(b"foreground again: ").decode()
+    tail = pty.expect(b"\n").decode()
+    assert proc.wait(60) == 0
+    lines = (text + tail).replace("\r", "").splitlines()
+    return [line for line in lines if line.startswith(("background ", "foreground "))]
+
+
+def test_background_jobs_stop_as_natively(platform, pty, cprog):
+    """SIGTTIN for a background read (EIO if blocked), SIGTTOU for a
+    background write under TOSTOP and for a background termios change
+    (through if ignored): the same as the program run natively with the
+    terminal as its controlling terminal (setsid -c)."""
+    prog = cprog("tty_jobs")
+    native_run = subprocess.Popen(["setsid", "-c", prog], stdin=pty.slave, stdout=pty.slave, stderr=pty.slave)
+    pty.procs.append(native_run)
+    want = _job_control_report(pty, native_run)
+    assert len(want) == 7, want
+    got = _job_control_report(pty, pty.sentry(platform, "", argv=(prog,)))
+    assert got == want
+    assert pty.modes() == pty.before

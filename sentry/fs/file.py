@@ -111,6 +111,11 @@ class OpenFile:
         """The last reference is gone: free host resources."""
 
     # --- I/O (defaults: not supported) -----------------------------------
+    def job_control(self, t, signo: int) -> None:
+        """Before a read (``signo`` SIGTTIN) or write (SIGTTOU) by task
+        ``t``: a terminal stops a background job here (see
+        sentry.fs.stdio.check_job_access); every other file lets it through."""
+
     def direct_fd(self) -> int | None:
         """A host fd that holds this file's bytes at the same offsets, so a
         read can go straight into guest memory (one copy, as natively); None

@@ -84,6 +84,51 @@ def _check_pgrp(t, pgid: int) -> None:
         raise SyscallError(errno.EPERM)
 
 
+TOSTOP = 0o400  # c_lflag: background writes raise SIGTTOU
+
+
+def check_job_access(t, hostfd: int, signo: int, always: bool = False) -> None:
+    """Linux's tty_check_change for the host terminal ``hostfd``: a process
+    of the terminal's session (init's: the sandbox's controlling terminal)
+    outside the foreground group the guest set gets ``signo`` sent to its
+    whole group and the call is restarted after the stop (ERESTARTSYS).
+    SIGTTIN (reads) fails with EIO instead if ignored or blocked, or if the
+    group is orphaned; SIGTTOU (writes, only with TOSTOP set, unless
+    ``always``: termios changes) lets the call through if ignored or
+    blocked, EIO if orphaned."""
+    from sentry.kernel import signals as sig
+    from sentry.kernel.wait import ERESTARTSYS
+
+    kernel = t.kernel
+    group = t.group
+    foreground = kernel.terminals.foreground(hostfd)
+    init = kernel.init
+    if foreground is None or group.pgid == foreground or init is None or group.sid != init.sid:
+        return
+    if not always and signo == signal.SIGTTOU:
+        modes = bytearray(TERMIOS_SIZE)
+        try:
+            _host_ioctl(hostfd, TCGETS, modes)
+        except SyscallError:
+            return
+        if not int.from_bytes(modes[12:16], "little") & TOSTOP:
+            return
+    unheeded = group.sigactions[signo].handler == 1 or t.signal_mask & (1 << (signo - 1))
+    if unheeded:
+        if signo == signal.SIGTTIN:
+            raise SyscallError(errno.EIO)
+        return
+    with kernel.lock:
+        members = [g for g in kernel.groups.values() if g.pgid == group.pgid and not g.zombie]
+        orphaned = not any(g.parent is not None and g.parent.pgid != group.pgid and g.parent.sid == group.sid
+                           for g in members)
+    if orphaned:
+        raise SyscallError(errno.EIO)
+    for g in members:
+        sig.send(kernel, g, signo, sig.siginfo(signo, sig.SI_KERNEL))
+    raise SyscallError(ERESTARTSYS)
+
+
 class _Watcher:
     """Tells subscribers when a host fd's readiness changes. Subscribers
     stay until they unsubscribe (the OpenFile contract); a daemon thread
@@ -199,6 +244,10 @@ class HostPassthrough(HostFDFile):
     def can_block(self) -> bool:  # type: ignore[override]
         return not self.regular
 
+    def job_control(self, t, signo: int) -> None:
+        if not self.regular and os.isatty(self.hostfd):
+            check_job_access(t, self.hostfd, signo)
+
     def read(self, length: int) -> bytes:
         if self.regular:
             return super().read(length)
@@ -238,6 +287,8 @@ class HostPassthrough(HostFDFile):
         if request not in _SETS and request not in (TCFLSH, TIOCGPGRP, TIOCSPGRP) or not os.isatty(self.hostfd):
             raise SyscallError(errno.ENOTTY)
         terminals: Terminals = t.kernel.terminals
+        if request != TIOCGPGRP:  # a change from the background: SIGTTOU, as Linux
+            check_job_access(t, self.hostfd, signal.SIGTTOU, always=True)
         if request in _SETS:
             new = bytearray(t.mm.copy_in(arg, TERMIOS_SIZE))
             cur = bytearray(TERMIOS_SIZE)

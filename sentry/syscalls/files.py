@@ -122,6 +122,7 @@ def _wait(t: Task, f, ready) -> None:
 
 
 def _read(t: Task, f: OpenFile, length: int) -> bytes:
+    f.job_control(t, _signal.SIGTTIN)
     while True:
         try:
             return f.read(length)
@@ -132,6 +133,7 @@ def _read(t: Task, f: OpenFile, length: int) -> bytes:
 
 
 def _write(t: Task, f: OpenFile, data: bytes) -> int:
+    f.job_control(t, _signal.SIGTTOU)
     done = 0
     while True:
         try:
