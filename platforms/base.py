@@ -145,6 +145,13 @@ class Context(abc.ABC):
         Sentry reads it (``read_fpstate``) or marks it dirty.
         Raises PlatformError if the host mechanism failed."""
 
+    def prepare(self, address_space: AddressSpace) -> None:
+        """Make, on the calling OS thread (the one that will switch), what
+        running in ``address_space`` needs from the host (a stub thread), so
+        that a new guest thread can be refused (clone's EAGAIN) before it
+        exists rather than die at its first switch. Raises PlatformError if
+        the host refuses. Default: nothing to make."""
+
     @abc.abstractmethod
     def read_fpstate(self, state: ArchState) -> None:
         """Fill ``state.fpstate`` with the guest's current XSAVE area."""

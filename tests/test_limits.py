@@ -4,6 +4,7 @@ copy-on-write fault cannot be served for), --nofile and --cpus hold, and
 getrlimit/prlimit64 report them. Programs: progs/escape_limits.c."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -25,6 +26,26 @@ def test_thread_bomb_is_contained(sentry, cprog):
     got = sentry.run(cprog("escape_limits"), "threads", options=("--pids", "8"))
     assert got.stdout == b"threads 7 errno EAGAIN\njoined 7\n", got.stderr
     assert got.returncode == 0
+
+
+def test_threads_past_what_the_host_gives_are_eagain(sentry, cprog):
+    """A thread the platform cannot give a vCPU or stub is refused with
+    EAGAIN before it exists, as Linux when out of a resource: KVM allows
+    1024 vCPUs per VM, so on kvm the program meets that limit; on the stub
+    platforms (a host process or thread each, no limit a test can reach)
+    300 threads are made and joined, as natively."""
+    want = 1100 if sentry.platform == "kvm" else 300
+    before = _stubs()
+    got = sentry.run(cprog("threads_until_refused"), str(want), timeout=150)
+    assert got.returncode == 0, got.stderr
+    report = re.fullmatch(r"made (\d+) threads, then: (.+)\nall joined\n", got.stdout.decode())
+    assert report, got.stdout
+    made, then = int(report[1]), report[2]
+    if sentry.platform == "kvm":
+        assert 1000 < made < 1024 and then == "EAGAIN", got.stdout
+    else:
+        assert (made, then) == (300, "none refused"), got.stdout
+    assert not leaked_stubs(before)
 
 
 def test_shell_fork_bomb_ends_with_the_sandbox(sentry):

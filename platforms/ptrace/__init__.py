@@ -157,16 +157,19 @@ class PtraceAddressSpace(AddressSpace):
 
     def drop_thread(self) -> None:
         """The calling OS thread is done with this address space."""
-        s = self._stubs.pop(threading.get_ident(), None)
+        with self.lock:  # others iterate over _stubs (_trim, _record)
+            s = self._stubs.pop(threading.get_ident(), None)
         if s is not None:
             s.kill()
 
     def release(self) -> None:
         if not self.released:
             self.released = True
-            for s in list(self._stubs.values()):
+            with self.lock:
+                stubs = list(self._stubs.values())
+                self._stubs.clear()
+            for s in stubs:
                 s.kill()
-            self._stubs.clear()
 
 
 class PtraceContext(Context):
@@ -210,6 +213,9 @@ class PtraceContext(Context):
         else:
             self._interrupted = False
         return _EVENTS[kind]
+
+    def prepare(self, address_space: AddressSpace) -> None:
+        self._enter(address_space)  # type: ignore[arg-type]
 
     def read_fpstate(self, state: ArchState) -> None:
         _check(lib.sentry_ptrace_xstate(self._pid, ffi.from_buffer(state.fpstate), len(state.fpstate), 0), "get xstate")

@@ -67,6 +67,9 @@ class VmexecContext(Context):
         self._space, self._current = space, thread
         return thread
 
+    def prepare(self, address_space: AddressSpace) -> None:
+        self._enter(address_space, None)  # type: ignore[arg-type]
+
     def read_fpstate(self, state: ArchState) -> None:
         t = self._current
         if t is not None and t.alive and not state.fp_dirty:

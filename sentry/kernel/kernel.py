@@ -260,9 +260,50 @@ class Kernel:
             self.threads_running += 1
         threading.Thread(target=self._task_main, args=(task, setup), name=f"task-{task.tid}", daemon=True).start()
 
-    def _task_main(self, task: Task, setup) -> None:
+    def prepare(self, task: Task, setup=None) -> "Startup":
+        """The first half of a clone's ``spawn``: ``task``'s new OS thread
+        runs ``setup`` (its new address space, if any) and makes its
+        platform resources (``Context.prepare``), then waits for the
+        returned Startup's ``commit`` (run the task) or ``abort`` (release
+        them and end, as if it never was). Returns once they are made or
+        refused (``Startup.error``: the clone fails with EAGAIN)."""
+        startup = Startup()
+        with self.lock:
+            self.threads_running += 1
+        startup.thread = threading.Thread(target=self._task_main, args=(task, setup, startup), name=f"task-{task.tid}",
+                                          daemon=True)
+        startup.thread.start()
+        startup.prepared.wait()
+        return startup
+
+    def _prepared(self, task: Task, setup, startup: "Startup") -> bool:
+        """A cloned task's thread: make what it runs on, tell the parent,
+        wait for its decision. True to run the task."""
+        try:
+            if setup is not None:
+                setup()
+            task.context.prepare(task.mm.space)
+        except BaseException as e:  # PlatformError: the host refuses; anything else: a Sentry bug
+            startup.error = e
+        startup.prepared.set()
+        startup.decided.wait()
+        if startup.go:
+            return True
+        try:
+            task.context.release()
+        except Exception:
+            pass  # a stub that died already
+        return False
+
+    def _task_main(self, task: Task, setup, startup: "Startup | None" = None) -> None:
         from sentry.kernel.run import run_task
 
+        if startup is not None:
+            if not self._prepared(task, setup, startup):
+                with self.lock:
+                    self.threads_running -= 1
+                return
+            setup = None
         status = 0
         try:
             if setup is not None:
@@ -280,13 +321,13 @@ class Kernel:
             status = killed_status(S.SIGKILL)
             self.exit_group(task.group, status)
         except BaseException as e:  # a Sentry bug: end the sandbox, report it
-            self._crashed(e)
+            self.crashed(e)
             status = killed_status(S.SIGKILL)
         finally:
             try:
                 self._task_exited(task, status)
             except BaseException as e:  # a Sentry bug in the teardown: report it, never hang
-                self._crashed(e)
+                self.crashed(e)
                 if task.group is self.init:  # nobody else would end the sandbox
                     self.init_status = self.init_status or killed_status(S.SIGKILL)
                     self._end_sandbox()
@@ -294,7 +335,7 @@ class Kernel:
                 with self.lock:
                     self.threads_running -= 1
 
-    def _crashed(self, e: BaseException) -> None:
+    def crashed(self, e: BaseException) -> None:
         """A Sentry bug (or a raising policy hook) hit ``e``: keep the first
         such error as ``crash`` (the run reports it: PolicyError, or exit
         code 125) and kill init, which ends the sandbox."""
@@ -390,20 +431,20 @@ class Kernel:
 
     def _report_exit(self, group: ThreadGroup) -> None:
         """Tell the tracer and the policy's exit hooks that ``group`` ended.
-        Never raises: what either raises is a crash (``_crashed``), so the
+        Never raises: what either raises is a crash (``crashed``), so the
         sandbox still ends and the parent still learns of the exit."""
         if self.tracer is not None:
             try:
                 self.tracer.event(group, "exit", group.exit_status)
             except BaseException as e:
-                self._crashed(e)
+                self.crashed(e)
         if self.policy is not None:
             from sentry.policy.dispatch import exit_event
 
             try:
                 exit_event(self.policy, group, group.exit_status)
             except BaseException as e:
-                self._crashed(e)
+                self.crashed(e)
 
     def end(self) -> None:
         """End the sandbox now (--timeout): every process is killed."""
@@ -468,3 +509,29 @@ def _release_robust_futexes(task: Task) -> None:
 def exec_error_status(e: ExecError) -> int:
     """Shell-style exit status for a program that could not start."""
     return 127 if e.errno == errno.ENOENT else 126  # as bash and env: ENOTDIR is 126
+
+
+class Startup:
+    """A cloned task's start in two steps (``Kernel.prepare``): its thread
+    has made its platform resources (or ``error`` says why not) and waits
+    for the parent to ``commit`` or ``abort``."""
+
+    def __init__(self) -> None:
+        self.prepared = threading.Event()
+        self.decided = threading.Event()
+        self.error: BaseException | None = None
+        self.go = False
+        self.thread: threading.Thread | None = None
+
+    def commit(self) -> None:
+        """Run the task (its thread goes on to the guest)."""
+        self.go = True
+        self.decided.set()
+
+    def abort(self) -> None:
+        """The clone failed: the thread releases what it made and ends;
+        returns once it has."""
+        self.decided.set()
+        if self.thread is not None:
+            self.thread.join()
+

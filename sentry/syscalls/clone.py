@@ -13,6 +13,7 @@ import signal as S
 import struct
 import time
 
+from platforms.base import PlatformError
 from sentry.errors import SyscallError
 from sentry.fs.file import O_NONBLOCK
 from sentry.fs.pidfd import PidFD
@@ -72,6 +73,16 @@ def do_clone(t: Task, flags: int, stack: int, parent_tid: int, child_tid: int, t
     mm = t.mm if flags & CLONE_VM else t.mm.fork()
     fds = t.fds if flags & CLONE_FILES else t.fds.fork()
     fs = t.fs if flags & CLONE_FS else t.fs.fork()
+
+    def undo(pidfd: int = -1) -> None:
+        """The clone failed: drop what the child would have owned."""
+        if pidfd >= 0:
+            t.fds.close(pidfd)
+        if mm is not t.mm:
+            mm.release()
+        if fds is not t.fds:
+            fds.close_all()
+
     t.context.read_fpstate(t.arch)
     state = kernel.platform.new_arch_state()
     for name in ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rcx", "rdx", "rsi",
@@ -84,9 +95,16 @@ def do_clone(t: Task, flags: int, stack: int, parent_tid: int, child_tid: int, t
         state.regs.rsp = stack
     if flags & CLONE_SETTLS:
         if tls >= 0x8000_0000_0000:  # not a canonical user address
+            undo()
             raise SyscallError(errno.EPERM)
         state.regs.fs_base = tls
-    child = Task(kernel, tid, group, mm, fds, fs, state, kernel.platform.new_context())
+    try:
+        context = kernel.platform.new_context()
+    except PlatformError as e:  # no vCPU for it (KVM's limit): out of a resource, as Linux says
+        kernel.debug(f"clone: {e}: EAGAIN")
+        undo()
+        raise SyscallError(errno.EAGAIN) from None
+    child = Task(kernel, tid, group, mm, fds, fs, state, context)
     child.comm = t.comm
     sched.inherit(t, child)
     child.signal_mask = t.signal_mask
@@ -94,11 +112,20 @@ def do_clone(t: Task, flags: int, stack: int, parent_tid: int, child_tid: int, t
         child.sigaltstack = t.sigaltstack
     if flags & CLONE_CHILD_CLEARTID:
         child.clear_child_tid = child_tid
-    if flags & CLONE_PARENT_SETTID:
-        t.mm.write_u32(parent_tid, tid)
-    if flags & CLONE_CHILD_SETTID:
-        mm.write_u32(child_tid, tid)
+    for wanted, memory, addr in ((CLONE_PARENT_SETTID, t.mm, parent_tid), (CLONE_CHILD_SETTID, mm, child_tid)):
+        if flags & wanted:
+            try:
+                memory.write_u32(addr, tid)
+            except SyscallError:
+                pass  # as Linux's put_user there: a bad address is not the clone's failure
     refused, pidfd = _new_pidfd(t, group, pidfd_addr) if flags & CLONE_PIDFD else (0, -1)
+    setup = None if flags & CLONE_VM else (lambda: mm.activate(kernel.platform.new_address_space()))
+    startup = None if refused else kernel.prepare(child, setup)
+    if startup is not None and startup.error is not None:
+        kernel.debug(f"clone: {startup.error}: EAGAIN")  # no stub for it: the host is out of processes
+        if not isinstance(startup.error, PlatformError):
+            kernel.crashed(startup.error)
+        refused = errno.EAGAIN
     with kernel.lock:
         dying = t.group.exit_status is not None or t.group.execing not in (None, t)  # exit, or another's exec
         refused = refused or (errno.EINTR if dying else errno.EAGAIN if _over_pids(kernel) else 0)
@@ -108,21 +135,18 @@ def do_clone(t: Task, flags: int, stack: int, parent_tid: int, child_tid: int, t
             if not flags & CLONE_THREAD:
                 kernel.groups[tid] = group
                 group.parent.children.append(group)  # type: ignore[union-attr]
-    if refused:  # undo what the child would have owned
-        if pidfd >= 0:
-            t.fds.close(pidfd)
-        if mm is not t.mm:
-            mm.release()
-        if fds is not t.fds:
-            fds.close_all()
-        child.context.release()
+    if refused:
+        if startup is not None:
+            startup.abort()  # its thread releases the context
+        else:
+            child.context.release()
+        undo(pidfd)
         raise SyscallError(refused)
     if flags & CLONE_VFORK:
         child.vfork_parent = t
-    setup = None if flags & CLONE_VM else (lambda: mm.activate(kernel.platform.new_address_space()))
     if kernel.tracer is not None:
         kernel.tracer.event(t, "clone", tid)
-    kernel.spawn(child, setup)
+    startup.commit()  # type: ignore[union-attr]
     if flags & CLONE_VFORK:
         wait_until(t, (group.child_events,), lambda: child.vfork_done, interruptible=False)
     return tid
