@@ -213,6 +213,12 @@ if pid == 0:
     os._exit(0)
 os.read(r, 1); os.waitpid(pid, 0)
 print('child fg', os.tcgetpgrp(0) == pid)
+try:
+    os.tcsetpgrp(0, os.getpgrp())  # from the background, orphaned (init's group): EIO, as Linux
+except OSError as e:
+    print('from the background', errno.errorcode[e.errno])
+import signal
+signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # as a shell does
 os.tcsetpgrp(0, os.getpgrp())
 print('back', os.tcgetpgrp(0) == os.getpgrp())
 """
@@ -227,7 +233,7 @@ def test_terminal_ioctls_allowed_and_refused(platform, pty):
     assert got.stdout.decode().splitlines() == [
         "TIOCSTI ENOTTY", "TIOCSWINSZ ENOTTY", "TIOCSETD ENOTTY", "TIOCCONS ENOTTY", "TIOCSCTTY ENOTTY",
         "TCXONC ENOTTY", "TIOCLINUX ENOTTY", "TCFLSH-bad EINVAL",
-        "echo False", "fg True", "tcsetpgrp ESRCH", "child fg True", "back True"]
+        "echo False", "fg True", "tcsetpgrp ESRCH", "child fg True", "from the background EIO", "back True"]
     assert pty.modes() == pty.before
     assert struct.unpack("HHHH", fcntl.ioctl(pty.slave, termios.TIOCGWINSZ, bytes(8)))[:2] == (24, 80)
     assert struct.unpack("i", fcntl.ioctl(pty.slave, termios.FIONREAD, bytes(4)))[0] == 0  # nothing typed in
