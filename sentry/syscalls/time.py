@@ -175,7 +175,13 @@ def _cpu_sleep(t: Task, cpu: CpuClock, ns: int, absolute: bool, rem: int) -> int
     clock (it could never advance) and, as it does, any thread clock."""
     if cpu.thread:
         raise SyscallError(errno.EINVAL)
-    target = ns if absolute else cpu.read() + ns
+    return _cpu_sleep_until(t, cpu, ns if absolute else cpu.read() + ns, None if absolute else rem)
+
+
+def _cpu_sleep_until(t: Task, cpu: CpuClock, target: int, rem: int | None) -> int:
+    """``rem`` None: an absolute sleep (restarted as it is); else a relative
+    one, which writes the time left to ``rem`` (if non-NULL) when a signal
+    interrupts it and resumes through restart_syscall until ``target``."""
     if cpu.read() >= target:
         return 0
     done = WaitQueue()
@@ -191,12 +197,15 @@ def _cpu_sleep(t: Task, cpu: CpuClock, ns: int, absolute: bool, rem: int) -> int
     try:
         wait_until(t, (done,), lambda: bool(fired))
     except SyscallError as e:
-        if rem and not absolute:
+        if e.errno not in (ERESTARTSYS, ERESTARTNOHAND):
+            raise
+        if rem is None:  # as a sleep: restarted only if no handler runs
+            raise SyscallError(ERESTARTNOHAND) from e
+        if rem:
             left = max(0, target - cpu.read())
             t.mm.copy_out(rem, _TIMESPEC.pack(left // NS, left % NS))
-        if e.errno == ERESTARTSYS:  # as a sleep: restarted only if no handler runs
-            raise SyscallError(ERESTARTNOHAND) from e
-        raise
+        t.restart_block = lambda: _cpu_sleep_until(t, cpu, target, rem)
+        raise SyscallError(ERESTART_RESTARTBLOCK) from e
     finally:
         timer.cancel()
     return 0
@@ -207,8 +216,7 @@ ENTRIES = entries(
     supported("clock_getres", sys_clock_getres, args=(Enum(CLOCK_NAMES), OutStruct("timespec"))),
     supported("gettimeofday", sys_gettimeofday, args=(OutStruct("timeval"), Ptr)),
     supported("time", sys_time, args=(Ptr,)),
-    partial("nanosleep", sys_nanosleep, args=(Struct("timespec"), Ptr),
-            note="a restart after a stop signal sleeps the whole time again"),
+    supported("nanosleep", sys_nanosleep, args=(Struct("timespec"), Ptr)),
     partial("clock_nanosleep", sys_clock_nanosleep, args=(Enum(CLOCK_NAMES), Int, Struct("timespec"), Ptr),
-            note="a restart after a stop signal sleeps the whole time again; CPU clocks are sampled every 4 ms"),
+            note="CPU clocks are sampled every 4 ms"),
 )
