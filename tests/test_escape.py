@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from platforms import base
 from test_processes import _stubs
 
 MIN_ATTEMPTS = 180  # escape_attempts.c makes this many at least; fewer means it stopped early
@@ -187,6 +188,37 @@ def test_sandbox_proc_shows_no_host_process(sentry):
     got = sentry.run("/bin/sh", "-c", "ls /proc | grep -E '^[0-9]+$'; echo end")
     pids = [int(p) for p in got.stdout.split()[:-1]]
     assert got.stdout.endswith(b"end\n") and pids and max(pids) < 100, got.stdout
+
+
+@pytest.mark.parametrize("platform", ["ptrace", "vmexec"])  # kvm runs guest code on the Sentry's vCPUs: no stubs
+def test_stubs_share_the_sandboxs_namespaces_not_the_hosts(platform):
+    """The stubs of one sandbox (threads and processes of a guest) share
+    the user, net, mount and ipc namespaces its first stub made, as
+    gVisor's stubs share the sandbox's; each has a pid namespace of its
+    own; none is the host's."""
+    ok, why = base.lookup(platform).available()
+    if not ok:
+        pytest.skip(f"{platform}: {why}")
+    script = "sleep 5 & sleep 5 & /usr/bin/python3.11 -c 'import threading, time; " \
+             "threading.Thread(target=time.sleep, args=(5,)).start(); print(\"up\", flush=True)'"
+    sentry = subprocess.Popen([sys.executable, "-m", "sentry", "run", "--platform", platform, "--", "/bin/sh", "-c",
+                               script], stdout=subprocess.PIPE)
+    try:
+        assert sentry.stdout.readline() == b"up\n"
+        stubs = _stubs(sentry.pid)
+        assert len(stubs) >= 3, stubs  # the shell's, a sleep's, python's (ptrace: one per thread)
+
+        def ns(pid: int, kind: str) -> str:
+            return os.readlink(f"/proc/{pid}/ns/{kind}")
+
+        for kind in ("user", "net", "mnt", "ipc"):
+            seen = {ns(pid, kind) for pid in stubs}
+            assert len(seen) == 1 and ns(os.getpid(), kind) not in seen, (kind, seen)
+        pid_namespaces = [ns(pid, "pid") for pid in stubs]
+        assert len(set(pid_namespaces)) == len(stubs) and ns(os.getpid(), "pid") not in pid_namespaces
+    finally:
+        sentry.kill()
+        sentry.wait()
 
 
 def test_host_files_are_untouched_by_guest_writes(sentry, tmp_path):

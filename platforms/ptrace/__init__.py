@@ -1,8 +1,8 @@
 """ptrace: guest code runs in stub processes under PTRACE_SYSEMU.
 
 In a nutshell: a stub (stub/stub-ptrace.c) is an empty address space in
-fresh namespaces with the MemoryFile as its only fd, a seccomp allowlist,
-PR_SET_PDEATHSIG and PTRACE_O_EXITKILL. ``Context.switch`` loads the
+the sandbox's own namespaces (platforms/stubns.py) with the MemoryFile as
+its only fd, a seccomp allowlist, PR_SET_PDEATHSIG and PTRACE_O_EXITKILL. ``Context.switch`` loads the
 registers, resumes the stub with PTRACE_SYSEMU and waits: a guest
 ``syscall`` stops *before* the host runs it, so the host never executes a
 guest system call. The Sentry maps MemoryFile ranges into a stub by
@@ -35,6 +35,7 @@ from stub._native import ffi, lib
 
 from platforms.base import (PROT_EXEC, PROT_READ, AddressSpace, ArchState, Context, EventKind, Platform,
                             PlatformError, SignalInfo, register, stub_namespaces_missing)
+from platforms.stubns import StubNamespaces
 
 _NR_MMAP, _NR_MUNMAP = 9, 11
 _MAP_SHARED, _MAP_FIXED = 0x01, 0x10
@@ -50,9 +51,12 @@ def _check(result: int, what: str) -> int:
 class _Stub:
     """One stub process, traced by the OS thread that spawned it."""
 
-    def __init__(self, memfd: int):
+    def __init__(self, memfd: int, namespaces: StubNamespaces):
         pid, gadget = ffi.new("int *"), ffi.new("unsigned long *")
-        _check(lib.sentry_ptrace_spawn(stub.binary("stub-ptrace").encode(), memfd, pid, gadget), "spawn")
+        shared = namespaces.for_spawn()
+        _check(lib.sentry_ptrace_spawn(stub.binary("stub-ptrace").encode(), memfd, shared, pid, gadget), "spawn")
+        if shared == ffi.NULL:
+            namespaces.adopt(pid[0])
         self.pid: int = pid[0]
         self.gadget: int = gadget[0]
         self.tracer = threading.get_ident()
@@ -84,8 +88,9 @@ class PtraceAddressSpace(AddressSpace):
     ``_current`` is the net effect (start -> (end, offset, prot)), from
     which a new stub is built; the log is trimmed once all stubs are past."""
 
-    def __init__(self, memfd: int):
+    def __init__(self, memfd: int, namespaces: StubNamespaces):
         self.memfd = memfd
+        self.namespaces = namespaces
         self.lock = threading.Lock()
         self._log: list[tuple[int, int, int, int, int]] = []  # (addr, length, offset, prot, is_map)
         self._base = 0  # log index of _log[0]
@@ -99,7 +104,7 @@ class PtraceAddressSpace(AddressSpace):
         me = threading.get_ident()
         s = self._stubs.get(me)
         if s is None:
-            s = _Stub(self.memfd)
+            s = _Stub(self.memfd, self.namespaces)
             with self.lock:
                 current = sorted(self._current.items())
                 s.applied = self.generation
@@ -259,9 +264,10 @@ class PtracePlatform(Platform):
     def __init__(self, memory):
         super().__init__(memory)
         self._spaces: list[PtraceAddressSpace] = []
+        self._namespaces = StubNamespaces()
 
     def new_address_space(self) -> AddressSpace:
-        space = PtraceAddressSpace(self.memory.fd)
+        space = PtraceAddressSpace(self.memory.fd, self._namespaces)
         self._spaces.append(space)
         return space
 
@@ -272,3 +278,4 @@ class PtracePlatform(Platform):
         for space in self._spaces:
             space.release()
         self._spaces.clear()
+        self._namespaces.close()

@@ -6,7 +6,8 @@ process_vm_exec RFC, which was never merged and never got a syscall number,
 so nothing here probes for one):
 
 1. Each AddressSpace gets a stub process (``stubs.StubProcess``,
-   ``stub/stub-vmexec.c``) on first use: fresh namespaces,
+   ``stub/stub-vmexec.c``) on first use: the sandbox's own namespaces
+   (``platforms.stubns``), a fresh pid namespace,
    PR_SET_PDEATHSIG, the MemoryFile as its only fd, a control thread that
    maps MemoryFile ranges on command. Some are kept ready in reserve, and
    the stubs of released address spaces are recycled (every thread gone,
@@ -42,6 +43,7 @@ import stub
 from stub._native import ffi
 
 from platforms.base import AddressSpace, Context, Platform, PlatformError, register, stub_namespaces_missing
+from platforms.stubns import StubNamespaces
 from platforms.vmexec.context import VmexecContext, process_vm_exec
 from platforms.vmexec.spawner import Job, Spawner
 from platforms.vmexec.stubs import StubProcess, VmexecAddressSpace
@@ -100,6 +102,7 @@ class VmexecPlatform(Platform):
         # nothing), and recycles those of released address spaces into a
         # small pool.
         self._spawner = Spawner()
+        self._namespaces = StubNamespaces()  # used on the spawner thread only
         self._lock = threading.Lock()
         # Guarded by _lock: every stub we own (for close), the recycled ones
         # ready for reuse, the next fresh one; _reserve is None once closed.
@@ -109,7 +112,7 @@ class VmexecPlatform(Platform):
 
     def _spawn(self) -> StubProcess:
         """Runs on the spawner thread."""
-        proc = StubProcess(self._stub_path, self.memory.fd, self._global_fd, self._global)
+        proc = StubProcess(self._stub_path, self.memory.fd, self._global_fd, self._global, self._namespaces)
         with self._lock:
             self._stubs = [s for s in self._stubs if not s.released]
             self._stubs.append(proc)
@@ -168,6 +171,7 @@ class VmexecPlatform(Platform):
             except PlatformError:
                 pass  # it never started; nothing to release
         self._spawner.shutdown()  # pending recycles release theirs
+        self._namespaces.close()
         with self._lock:
             stubs, self._stubs, self._pool = self._stubs, [], []
         for proc in stubs:

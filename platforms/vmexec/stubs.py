@@ -7,8 +7,9 @@ spaces it never runs (an execve that fails, say), and those cost nothing.
 
 A stub process (stub/stub-vmexec.c) is started by the platform's spawner
 thread (PR_SET_PDEATHSIG follows the thread that forked, so it must be one
-that lives as long as the platform) in fresh user/pid/net/mount/ipc
-namespaces. It holds the MemoryFile as fd 3 and nothing else; its mailbox
+that lives as long as the platform) in a fresh pid namespace and the
+sandbox's own user/net/mount/ipc namespaces (``platforms.stubns``: the
+first stub makes them). It holds the MemoryFile as fd 3 and nothing else; its mailbox
 memfd (command page, result page, thread slots) is mapped at
 ``VMEXEC_MBOX`` there and at ``self._mbox`` here. Its control thread runs
 the Sentry's commands: ``mmap``/``munmap`` of MemoryFile ranges and
@@ -33,6 +34,7 @@ from typing import Callable, Iterator
 from stub._native import ffi, lib
 
 from platforms.base import PROT_EXEC, PROT_READ, AddressSpace, PlatformError
+from platforms.stubns import StubNamespaces
 
 _NR_MMAP, _NR_MPROTECT, _NR_MUNMAP, _NR_CLONE = 9, 10, 11, 56
 _MAP_SHARED, _MAP_FIXED = 0x01, 0x10
@@ -70,9 +72,10 @@ class StubThread:
 
 
 class StubProcess:
-    def __init__(self, stub_path: str, memfd: int, global_fd: int, global_page):
-        """Start a stub process. Precondition: called on the platform's
-        spawner thread (the stub dies with the thread that forked it)."""
+    def __init__(self, stub_path: str, memfd: int, global_fd: int, global_page, namespaces: StubNamespaces):
+        """Start a stub process in ``namespaces``. Precondition: called on
+        the platform's spawner thread (the stub dies with the thread that
+        forked it)."""
         try:  # the host may be out of fds or memory (EMFILE, ENFILE, ENOMEM): the platform's failure
             fd = os.memfd_create("sentry-vmexec-mbox", os.MFD_CLOEXEC)
         except OSError as e:
@@ -82,7 +85,8 @@ class StubProcess:
             self._mbox = mmap.mmap(fd, lib.VMEXEC_MBOX_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             self._mbox_ptr = ffi.from_buffer("uint8_t[]", self._mbox)
             pid, pidfd = ffi.new("int *"), ffi.new("int *")
-            r = lib.sentry_vmexec_spawn(stub_path.encode(), memfd, fd, global_fd, pid, pidfd)
+            shared = namespaces.for_spawn()
+            r = lib.sentry_vmexec_spawn(stub_path.encode(), memfd, fd, global_fd, shared, pid, pidfd)
         except OSError as e:
             raise PlatformError(f"vmexec stub: mailbox: {e.strerror}") from None
         finally:
@@ -92,6 +96,8 @@ class StubProcess:
             raise _fail("spawn", r)
         self.pid: int = pid[0]
         self.pidfd: int = pidfd[0]
+        if shared == ffi.NULL:
+            namespaces.adopt(self.pid)
         self._global = global_page
         self._cmd = ffi.cast("struct vmexec_cmd *", self._mbox_ptr)
         self._res = ffi.cast("struct vmexec_result *", self._mbox_ptr + 4096)

@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "ptrace.h"
+#include "stubns.h"
 
 #include <elf.h>
 #include <errno.h>
@@ -38,6 +39,7 @@ static int expect_trap(int pid) {
 struct spawn_args {
     const char *path;
     int memfd;
+    const int *shared_ns;
 };
 
 /* The child, on its own small stack, sharing the Sentry's memory until
@@ -46,6 +48,7 @@ struct spawn_args {
 static int spawn_child(void *arg) {
     const struct spawn_args *a = arg;
     char *argv[] = {"sentry-stub", 0}, *envp[] = {0};
+    if (sentry_stub_join(a->shared_ns)) _exit(124);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (ptrace(PTRACE_TRACEME, 0, 0, 0)) _exit(125);
     if ((a->memfd == SENTRY_STUB_MEMFD ? fcntl(a->memfd, F_SETFD, 0) : dup2(a->memfd, SENTRY_STUB_MEMFD)) < 0)
@@ -56,13 +59,13 @@ static int spawn_child(void *arg) {
     _exit(127);
 }
 
-int sentry_ptrace_spawn(const char *stub_path, int memfd, int *pid_out, unsigned long *gadget) {
-    const int flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC |
-                      CLONE_VM | CLONE_VFORK | SIGCHLD;
+int sentry_ptrace_spawn(const char *stub_path, int memfd, const int *shared_ns, int *pid_out,
+                        unsigned long *gadget) {
+    const int flags = sentry_stub_clone_flags(shared_ns) | CLONE_VM | CLONE_VFORK | SIGCHLD;
     enum { STACK = 64 * 1024 };
     char *stack = malloc(STACK);
     if (!stack) return -ENOMEM;
-    struct spawn_args args = {stub_path, memfd};
+    struct spawn_args args = {stub_path, memfd, shared_ns};
     int pid = clone(spawn_child, stack + STACK, flags, &args);
     int saved = errno;
     free(stack); /* the child has exec'd or died: CLONE_VFORK waited for it */

@@ -15,10 +15,11 @@ struct sentry_stop {
 };
 /* ThenChange */
 
-/* Start stub_path in fresh user/pid/net/mount/ipc namespaces, traced by the
- * calling thread, with memfd as its fd 3 and no other fd. On success 0 and
+/* Start stub_path in fresh user/pid/net/mount/ipc namespaces (shared_ns
+ * non-NULL: a fresh pid namespace, the others joined, see stubns.h), traced
+ * by the calling thread, with memfd as its fd 3 and no other fd. On success 0 and
  * *pid, *gadget (address of the stub's `syscall; int3`); else -errno. */
-int sentry_ptrace_spawn(const char *stub_path, int memfd, int *pid, unsigned long *gadget);
+int sentry_ptrace_spawn(const char *stub_path, int memfd, const int *shared_ns, int *pid, unsigned long *gadget);
 /* Load regs, resume under PTRACE_SYSEMU, wait for the next stop, store
  * regs. Returns 0 for a system call, 1 for a signal (*stop filled), 2 for
  * an interrupt (SIGSTOP from sentry_ptrace_interrupt), -errno if the stub

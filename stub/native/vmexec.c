@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include "vmexec.h"
 #include "arch.h"
+#include "stubns.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -65,6 +66,7 @@ struct spawn_args {
     const char *path;
     int fds[3];
     int sentry_pid;
+    const int *shared_ns;
 };
 
 /* The parent process of the caller as the host sees it (getppid() says 0
@@ -90,6 +92,7 @@ static int spawn_child(void *arg) {
     struct spawn_args *a = arg;
     char *argv[] = {"sentry-vmexec-stub", 0}, *envp[] = {0};
     int fds[3];
+    if (sentry_stub_join(a->shared_ns)) _exit(124);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     /* If the Sentry died before that prctl, nobody will kill us: we were
      * reparented already, so leave. (After it, its death kills us.) */
@@ -104,13 +107,13 @@ static int spawn_child(void *arg) {
     _exit(127);
 }
 
-int sentry_vmexec_spawn(const char *stub_path, int memfd, int mboxfd, int globalfd, int *pid_out, int *pidfd_out) {
+int sentry_vmexec_spawn(const char *stub_path, int memfd, int mboxfd, int globalfd, const int *shared_ns,
+                        int *pid_out, int *pidfd_out) {
     /* vfork-style: copying the Sentry's page tables (the MemoryFile mapping,
      * the Python heap) would cost milliseconds per stub. */
-    const int flags = CLONE_VM | CLONE_VFORK | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS |
-                      CLONE_NEWIPC | SIGCHLD;
+    const int flags = CLONE_VM | CLONE_VFORK | sentry_stub_clone_flags(shared_ns) | SIGCHLD;
     const size_t stack_size = 64 << 10;
-    struct spawn_args args = {stub_path, {memfd, mboxfd, globalfd}, getpid()};
+    struct spawn_args args = {stub_path, {memfd, mboxfd, globalfd}, getpid(), shared_ns};
     char *stack = mmap(0, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) return -errno;
     int pid = clone(spawn_child, stack + stack_size, flags, &args);

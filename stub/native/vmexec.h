@@ -235,7 +235,8 @@ struct sentry_vmexec_stop {
     uint64_t addr;
 };
 
-int sentry_vmexec_spawn(const char *stub_path, int memfd, int mboxfd, int globalfd, int *pid, int *pidfd);
+int sentry_vmexec_spawn(const char *stub_path, int memfd, int mboxfd, int globalfd, const int *shared_ns, int *pid,
+                        int *pidfd);
 long sentry_vmexec_command(struct vmexec_cmd *cmd, struct vmexec_result *res, int pidfd, long nr,
                            long a0, long a1, long a2, long a3, long a4, long a5, long *ret);
 int sentry_vmexec_thread_init(struct sentry_vmexec_thread *t, uint8_t *mbox, int slot,
