@@ -179,6 +179,19 @@ def test_changes_through_dev_tty_are_restored(platform, pty):
     assert pty.modes() == pty.before
 
 
+# Guest Python: a child in a process group of its own takes the terminal,
+# then does ``then``; the parent goes on once it has (pid: the child).
+FOREGROUND_CHILD = """
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.setpgid(0, 0)
+    os.tcsetpgrp(0, os.getpid())
+    os.write(w, b'x')
+    {then}
+os.read(r, 1)
+"""
+
 GUEST_IOCTLS = r"""
 import errno, fcntl, os, struct, sys, termios
 def refused(name, request, arg):
@@ -204,14 +217,8 @@ try:
     os.tcsetpgrp(0, 9999)
 except OSError as e:
     print('tcsetpgrp', errno.errorcode[e.errno])
-r, w = os.pipe()
-pid = os.fork()
-if pid == 0:
-    os.setpgid(0, 0)
-    os.tcsetpgrp(0, os.getpid())
-    os.write(w, b'x')
-    os._exit(0)
-os.read(r, 1); os.waitpid(pid, 0)
+""" + FOREGROUND_CHILD.format(then="os._exit(0)") + r"""
+os.waitpid(pid, 0)
 print('child fg', os.tcgetpgrp(0) == pid)
 try:
     os.tcsetpgrp(0, os.getpgrp())  # from the background, orphaned (init's group): EIO, as Linux
@@ -243,14 +250,7 @@ def test_terminal_ioctls_allowed_and_refused(platform, pty):
 GUEST_JOB = """
 import os, signal
 signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # natively: tcsetpgrp from the background
-r, w = os.pipe()
-pid = os.fork()
-if pid == 0:
-    os.setpgid(0, 0)
-    os.tcsetpgrp(0, os.getpid())
-    os.write(w, b'x')
-    os.execv('/bin/sleep', ['sleep', '60'])
-os.read(r, 1)
+""" + FOREGROUND_CHILD.format(then="os.execv('/bin/sleep', ['sleep', '60'])") + """
 print('JOB RUNNING', flush=True)
 _, status = os.waitpid(pid, 0)
 os.tcsetpgrp(0, os.getpgrp())
