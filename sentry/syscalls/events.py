@@ -2,9 +2,11 @@
 sentry/fs/{epoll,eventfd,timerfd,signalfd}.py).
 
 epoll_wait waits in the kernel's trio loop for the epoll file's
-subscribers to be told of a change, then rescans. A signal ends the wait
-with ERESTARTNOHAND: EINTR if a handler runs, else the call restarts (a
-blocked signal for a signalfd in the interest list wakes it this way).
+subscribers to be told of a change, then rescans. A signal that ends the
+wait ends the call with EINTR, as Linux's ep_poll: with or without a
+handler (after a stop and continue too), never restarted. A signal a
+signalfd in the interest list waits for is blocked: it wakes the wait
+through the signalfd's readiness, not as a signal.
 epoll_pwait and epoll_pwait2 wait under a temporary signal mask as ppoll
 does (sentry.syscalls.poll.with_sigmask).
 """
@@ -20,7 +22,7 @@ from sentry.fs.file import O_CLOEXEC, O_NONBLOCK
 from sentry.fs.signalfd import SignalFD
 from sentry.fs.timerfd import CLOCKS, TimerFD
 from sentry.kernel.task import Task
-from sentry.kernel.wait import ERESTARTNOHAND, WaitQueue, wait_until
+from sentry.kernel.wait import WaitQueue, wait_until
 from sentry.syscalls.poll import with_sigmask
 from sentry.syscalls.spec import FD, Enum, Flags, Hex, Int, OutStruct, Ptr, Size, Struct, UInt, entries, s32, supported
 
@@ -92,7 +94,7 @@ def _epoll_wait(t: Task, epfd: int, events: int, maxevents: int, timeout_ns: int
         try:
             wait_until(t, [q], ready, timeout_ns)
         except SyscallError as e:
-            raise SyscallError(ERESTARTNOHAND) from e
+            raise SyscallError(errno.EINTR) from e
         finally:
             ep.unsubscribe(q.notify)
     if found:

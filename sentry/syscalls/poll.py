@@ -151,11 +151,12 @@ def _wrote(t: Task, addr: int, data: bytes) -> bool:
 def with_sigmask(t: Task, mask_addr: int, size: int, call):
     """Run ``call`` under the signal mask at ``mask_addr`` (none: as is),
     the way rt_sigsuspend does: the caller's mask waits in ``t.saved_mask``.
-    If a signal ends the call (ERESTARTNOHAND), the temporary mask stays in
-    force until the signal is delivered on the way back to the guest
-    (sentry.kernel.signals.deliver): a handler runs under it, its frame
-    holds the saved mask for rt_sigreturn, and the call returns EINTR; with
-    no handler the saved mask comes back and the call restarts. Any other
+    If a signal ends the call (ERESTARTNOHAND; EINTR for epoll_pwait), the
+    temporary mask stays in force until the signal is delivered on the way
+    back to the guest (sentry.kernel.signals.deliver): a handler runs under
+    it, its frame holds the saved mask for rt_sigreturn, and the call
+    returns EINTR; with no handler the saved mask comes back and the call
+    restarts (epoll_pwait: returns EINTR). Any other
     outcome restores the mask now, so a signal the temporary mask let
     through stays pending (Linux's restore_saved_sigmask_unless)."""
     if not mask_addr:
@@ -168,7 +169,7 @@ def with_sigmask(t: Task, mask_addr: int, size: int, call):
     try:
         result = call()
     except SyscallError as e:
-        if e.errno == ERESTARTNOHAND and t.pending | t.group.pending:
+        if e.errno in (ERESTARTNOHAND, errno.EINTR) and t.pending | t.group.pending:
             raise  # deliver() restores the mask
         _restore_mask(t)
         raise

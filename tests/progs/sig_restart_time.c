@@ -2,6 +2,7 @@
  * handler) resumes nanosleep and poll through restart_syscall, keeping
  * their deadline; ppoll and select write the time left back into their
  * timeout, so the restarted call waits for what was left at the stop;
+ * epoll_wait is never restarted: EINTR (man 7 signal);
  * after a handler, restart_syscall has nothing to resume (EINTR). Prints
  * only facts with wide margins (the machine may be slow). */
 #define _GNU_SOURCE
@@ -10,6 +11,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -22,10 +24,11 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static const char *const kinds[] = {"nanosleep", "clock_nanosleep", "poll", "ppoll", "select"};
+static const char *const kinds[] = {"nanosleep", "clock_nanosleep", "poll", "ppoll", "select", "epoll_wait"};
+enum { KINDS = sizeof kinds / sizeof *kinds };
 
 /* Sleeps 3 s the way `how` does; exits with how long it took, in
- * tenths of a second. */
+ * tenths of a second, or 254 if it failed with EINTR. */
 static void sleeper(const char *how, int ready) {
     double t0 = now();
     write(ready, "s", 1);
@@ -41,11 +44,14 @@ static void sleeper(const char *how, int ready) {
     } else if (!strcmp(how, "ppoll")) {
         struct timespec ts = {3, 0};
         r = ppoll(NULL, 0, &ts, NULL);
-    } else {
+    } else if (!strcmp(how, "select")) {
         struct timeval tv = {3, 0};
         r = select(0, NULL, NULL, NULL, &tv);
+    } else {
+        struct epoll_event ev;
+        r = epoll_wait(epoll_create1(0), &ev, 1, 3000);
     }
-    _exit(r == 0 ? (int)((now() - t0) * 10) : 255);
+    _exit(r == 0 ? (int)((now() - t0) * 10) : r < 0 && errno == EINTR ? 254 : 255);
 }
 
 /* Each kind sleeps 3 s in a child that is stopped at 1 s for 1.5 s:
@@ -54,21 +60,21 @@ static void sleeper(const char *how, int ready) {
 static void stopped_midway(void) {
     int p[2];
     pipe(p);
-    pid_t kids[5];
-    for (int i = 0; i < 5; i++)
+    pid_t kids[KINDS];
+    for (int i = 0; i < KINDS; i++)
         if ((kids[i] = fork()) == 0) sleeper(kinds[i], p[1]);
     char x;
-    for (int i = 0; i < 5; i++) read(p[0], &x, 1);
+    for (int i = 0; i < KINDS; i++) read(p[0], &x, 1);
     usleep(1000000);
-    for (int i = 0; i < 5; i++) kill(kids[i], SIGSTOP);
+    for (int i = 0; i < KINDS; i++) kill(kids[i], SIGSTOP);
     usleep(1500000);
-    for (int i = 0; i < 5; i++) kill(kids[i], SIGCONT);
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < KINDS; i++) kill(kids[i], SIGCONT);
+    for (int i = 0; i < KINDS; i++) {
         int st;
         waitpid(kids[i], &st, 0);
         int tenths = WIFEXITED(st) ? WEXITSTATUS(st) : 255;
         printf("%s stopped midway: %s\n", kinds[i],
-               tenths == 255 ? "failed" : tenths < 38 ? "kept its deadline"
+               tenths == 255 ? "failed" : tenths == 254 ? "interrupted (EINTR)" : tenths < 38 ? "kept its deadline"
                : tenths < 50 ? "went on with the time left at the stop" : "started over");
     }
     close(p[0]);
