@@ -5,7 +5,10 @@ sigcontext and mask, siginfo, then the XSAVE area), and rt_sigreturn.
 Sending marks the signal pending on a task or its thread group and wakes a
 task that can take it: its blocking wait is cancelled (sentry.kernel.wait)
 and its guest code is interrupted (Context.interrupt). The task itself
-delivers at its next return to the run loop (``deliver``).
+delivers at its next return to the run loop (``deliver``), which also
+settles an interrupted call as Linux does: ERESTARTSYS restarts under
+SA_RESTART, ERESTARTNOHAND only without a handler, ERESTART_RESTARTBLOCK
+resumes through restart_syscall (``Task.restart_block``); else EINTR.
 
 Lock order: Kernel.lock is held while pending bits change.
 """
