@@ -86,6 +86,17 @@ def _fault(addr: int, what: str, e: SyscallError) -> str:
     return f"{addr:#x} (error decoding {what}: {e})"
 
 
+def _pointed(addr: int, what: str, text: Callable[[], str]) -> str:
+    """A pointer argument: ``null``, or ``0x1000 TEXT`` with ``text()``
+    showing what it points to, or the fault that kept it from being read."""
+    if addr == 0:
+        return "null"
+    try:
+        return f"{addr:#x} {text()}"
+    except SyscallError as e:
+        return _fault(addr, what, e)
+
+
 def _cstring(task: "Task", addr: int, limit: int) -> tuple[bytes, bool]:
     """The string at addr, at most ``limit`` bytes; True if it was cut."""
     try:
@@ -335,13 +346,7 @@ def _struct_decoder(name: object, filled: bool = False) -> Pre:
         return _hex
 
     def decode(task: "Task", args: tuple[int, ...], i: int) -> str:
-        addr = args[i]
-        if addr == 0:
-            return "null"
-        try:
-            return f"{addr:#x} {fn(task, addr, args, i)}"
-        except SyscallError as e:
-            return _fault(addr, str(name), e)
+        return _pointed(args[i], str(name), lambda: fn(task, args[i], args, i))
 
     return decode
 
@@ -468,13 +473,8 @@ def _iovec_contents(log_size: int) -> Callable[..., str]:
     """The decoder of ``iniovec`` (on entry: ``result`` None) and of
     ``outiovec`` (after the call: sized by ``result``)."""
     def decode(task: "Task", args: tuple[int, ...], i: int, result: int | None = None) -> str:
-        addr = args[i]
-        if addr == 0:
-            return "null"
-        try:
-            return f"{addr:#x} {_iovec_text(task, addr, s32(_next_arg(args, i)), log_size, result)}"
-        except SyscallError as e:
-            return _fault(addr, "iovec", e)
+        return _pointed(args[i], "iovec",
+                        lambda: _iovec_text(task, args[i], s32(_next_arg(args, i)), log_size, result))
 
     return decode
 
@@ -488,49 +488,41 @@ def _msghdr_contents(log_size: int) -> Callable[..., str]:
     as gVisor shows a msghdr: ``{name=..., namelen=16, iovecs=[...],
     control={base=0x0, len=0}, flags=0}``."""
     def decode(task: "Task", args: tuple[int, ...], i: int, result: int | None = None) -> str:
-        addr = args[i]
-        if addr == 0:
-            return "null"
-        try:
-            name, namelen, iov, iovlen, control, controllen, flags = _read(task, addr, _MSGHDR)
-            shown_name = f"{name:#x}"
-            if name and namelen:
-                try:
-                    shown_name += " " + _sockaddr_text(task.mm.copy_in(name, min(namelen, 128)))
-                except SyscallError as e:
-                    shown_name = _fault(name, "sockaddr", e)
-            iovecs = _iovec_text(task, iov, min(iovlen, UIO_MAXIOV + 1), log_size, result)
-        except SyscallError as e:
-            return _fault(addr, "msghdr", e)
-        return (f"{addr:#x} {{name={shown_name}, namelen={namelen}, iovecs={iovecs}, "
-                f"control={{base={control:#x}, len={controllen}}}, flags={flags:#x}}}")
+        return _pointed(args[i], "msghdr", lambda: _msghdr_text(task, args[i], log_size, result))
 
     return decode
+
+
+def _msghdr_text(task: "Task", addr: int, log_size: int, filled: int | None) -> str:
+    name, namelen, iov, iovlen, control, controllen, flags = _read(task, addr, _MSGHDR)
+    shown_name = f"{name:#x}" if not (name and namelen) else \
+        _pointed(name, "sockaddr", lambda: _sockaddr_text(task.mm.copy_in(name, min(namelen, 128))))
+    iovecs = _iovec_text(task, iov, min(iovlen, UIO_MAXIOV + 1), log_size, filled)
+    return (f"{{name={shown_name}, namelen={namelen}, iovecs={iovecs}, "
+            f"control={{base={control:#x}, len={controllen}}}, flags={flags:#x}}}")
 
 
 def _argv(log_size: int) -> Pre:
     def decode(task: "Task", args: tuple[int, ...], i: int) -> str:
-        addr = args[i]
-        if addr == 0:
-            return "null"
-        shown: list[str] = []
-        budget = log_size
-        try:
-            while True:
-                p = task.mm.read_u64(addr + 8 * len(shown))
-                if p == 0:
-                    break
-                if len(shown) == MAX_ARGV or budget <= 0:
-                    shown.append("...")
-                    break
-                data, cut = _cstring(task, p, budget)
-                budget -= len(data)
-                shown.append(quote(data) + ("..." if cut else ""))
-        except SyscallError as e:
-            return _fault(addr, "vector", e)
-        return f"{addr:#x} [{', '.join(shown)}]"
+        return _pointed(args[i], "vector", lambda: _argv_text(task, args[i], log_size))
 
     return decode
+
+
+def _argv_text(task: "Task", addr: int, log_size: int) -> str:
+    shown: list[str] = []
+    budget = log_size
+    while True:
+        p = task.mm.read_u64(addr + 8 * len(shown))
+        if p == 0:
+            break
+        if len(shown) == MAX_ARGV or budget <= 0:
+            shown.append("...")
+            break
+        data, cut = _cstring(task, p, budget)
+        budget -= len(data)
+        shown.append(quote(data) + ("..." if cut else ""))
+    return f"[{', '.join(shown)}]"
 
 
 # ------------------------------------------------------------ plans
