@@ -52,6 +52,16 @@ class Sentry:
         except subprocess.TimeoutExpired as e:  # a hang: what the Sentry said is the clue
             pytest.fail(f"timed out after {timeout} s: {cmd}\nstderr:\n{(e.stderr or b'').decode(errors='replace')}")
 
+    def matches_native(self, prog: str, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+        """Run ``prog args`` natively (it must succeed), then in the
+        sandbox: the same output and exit status 0. Returns the sandbox run."""
+        want = native(prog, *args)
+        assert want.returncode == 0, want.stdout.decode() + want.stderr.decode()
+        got = self.run(prog, *args, timeout=timeout)
+        assert got.stdout.decode() == want.stdout.decode(), got.stderr.decode()[-2000:]
+        assert got.returncode == 0, got.stderr.decode()[-2000:]
+        return got
+
 
 def _clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COV_"))}

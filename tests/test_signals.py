@@ -12,24 +12,14 @@ from conftest import native
 
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_realtime_signals_queue(sentry, cprog, mode):
-    prog = cprog("sig_rtqueue", mode)
-    want = native(prog)
-    assert want.returncode == 0, want.stderr
-    got = sentry.run(prog)
-    assert got.stdout.decode() == want.stdout.decode(), got.stderr
-    assert got.returncode == 0
+    sentry.matches_native(cprog("sig_rtqueue", mode))
 
 
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_fault_frames(sentry, cprog, mode):
     """Page faults: trapno 14, the #PF error code, cr2; #UD, #BP, #GP, #DE
     by their vectors; a later signal's frame keeps the last fault's."""
-    prog = cprog("sig_faultregs", mode)
-    want = native(prog)
-    assert want.returncode == 0, want.stderr
-    got = sentry.run(prog)
-    assert got.stdout.decode() == want.stdout.decode(), got.stderr
-    assert got.returncode == 0
+    sentry.matches_native(cprog("sig_faultregs", mode))
 
 
 def test_fault_frames_of_writes_to_absent_pages(sentry, cprog):
@@ -38,11 +28,7 @@ def test_fault_frames_of_writes_to_absent_pages(sentry, cprog):
     the Sentry takes it for a read, see sentry.kernel.run._page_fault)."""
     if sentry.platform == "ptrace":
         pytest.skip("ptrace: no access type for faults on absent pages")
-    prog = cprog("sig_faultregs")
-    want = native(prog, "full")
-    assert want.returncode == 0, want.stderr
-    got = sentry.run(prog, "full")
-    assert got.stdout.decode() == want.stdout.decode(), got.stderr
+    sentry.matches_native(cprog("sig_faultregs"), "full")
 
 
 @pytest.mark.parametrize("case, status", [("unmapped", 139), ("handler", 3), ("mxcsr", 139), ("xcomp", 139),
@@ -63,9 +49,4 @@ def test_interrupted_waits_keep_their_time(sentry, cprog):
     through restart_syscall with their deadline; ppoll and select write
     back the time left (also on success) and restart with it; after a
     handler restart_syscall is EINTR."""
-    prog = cprog("sig_restart_time")
-    want = native(prog)
-    assert want.returncode == 0, want.stderr
-    got = sentry.run(prog)
-    assert got.stdout.decode() == want.stdout.decode(), got.stderr
-    assert got.returncode == 0
+    sentry.matches_native(cprog("sig_restart_time"))
