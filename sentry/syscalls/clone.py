@@ -56,6 +56,8 @@ def do_clone(t: Task, flags: int, stack: int, parent_tid: int, child_tid: int, t
         raise SyscallError(errno.EINVAL)
     if flags & _NAMESPACES:
         raise SyscallError(errno.EPERM)
+    if flags & CLONE_SETTLS and tls >= 0x8000_0000_0000:  # not a canonical user address
+        raise SyscallError(errno.EPERM)
     if _over_pids(kernel):
         raise SyscallError(errno.EAGAIN)
     tid = kernel.allocate_pid()
@@ -94,9 +96,6 @@ def do_clone(t: Task, flags: int, stack: int, parent_tid: int, child_tid: int, t
     if stack:
         state.regs.rsp = stack
     if flags & CLONE_SETTLS:
-        if tls >= 0x8000_0000_0000:  # not a canonical user address
-            undo()
-            raise SyscallError(errno.EPERM)
         state.regs.fs_base = tls
     try:
         context = kernel.platform.new_context()
