@@ -22,7 +22,7 @@ from sentry.fs.file import POLLERR, POLLHUP, POLLIN, POLLOUT
 from sentry.kernel.signals import UNBLOCKABLE
 from sentry.kernel.task import Task
 from sentry.kernel.wait import ERESTART_RESTARTBLOCK, ERESTARTNOHAND, WaitQueue, wait_until
-from sentry.syscalls.time import read_timespec_ns
+from sentry.syscalls.time import read_timespec_ns, timespec_bytes, timeval_bytes
 from sentry.syscalls.spec import Int, Ptr, Size, Struct, entries, s32, supported
 
 POLLNVAL, POLLPRI, POLLRDNORM, POLLWRNORM = 0x20, 0x2, 0x40, 0x100
@@ -114,14 +114,6 @@ def _poll_until(t: Task, addr: int, nfds: int, deadline: int | None) -> int:
         raise SyscallError(ERESTART_RESTARTBLOCK) from None
 
 
-def _timespec(ns: int) -> bytes:
-    return struct.pack("<qq", ns // 1_000_000_000, ns % 1_000_000_000)
-
-
-def _timeval(ns: int) -> bytes:
-    return struct.pack("<qq", ns // 1_000_000_000, ns % 1_000_000_000 // 1000)
-
-
 def _time_left_written(t: Task, addr: int, timeout_ns: int | None, pack, call):
     """Run ``call`` and then, however it ends, write the time left of
     ``timeout_ns`` to ``addr`` in ``pack``'s layout, as Linux's
@@ -185,7 +177,7 @@ def _restore_mask(t: Task) -> None:
 def sys_ppoll(t: Task, addr: int, nfds: int, timeout: int, mask: int, masksize: int) -> int:
     timeout_ns = _read_timespec_ns(t, timeout)
     return with_sigmask(t, mask, masksize, lambda: _time_left_written(
-        t, timeout, timeout_ns, _timespec, lambda: _poll(t, addr, nfds, timeout_ns)))
+        t, timeout, timeout_ns, timespec_bytes, lambda: _poll(t, addr, nfds, timeout_ns)))
 
 
 def _select(t: Task, nfds: int, rd: int, wr: int, ex: int, timeout_ns: int | None) -> int:
@@ -222,14 +214,14 @@ def sys_select(t: Task, nfds: int, rd: int, wr: int, ex: int, timeout: int) -> i
         if sec < 0 or not 0 <= usec < 1_000_000:
             raise SyscallError(errno.EINVAL)
         timeout_ns = sec * 1_000_000_000 + usec * 1000
-    return _time_left_written(t, timeout, timeout_ns, _timeval, lambda: _select(t, nfds, rd, wr, ex, timeout_ns))
+    return _time_left_written(t, timeout, timeout_ns, timeval_bytes, lambda: _select(t, nfds, rd, wr, ex, timeout_ns))
 
 
 def sys_pselect6(t: Task, nfds: int, rd: int, wr: int, ex: int, timeout: int, sigmask: int) -> int:
     mask_addr, size = struct.unpack("<QQ", t.mm.copy_in(sigmask, 16)) if sigmask else (0, 0)
     timeout_ns = _read_timespec_ns(t, timeout)
     return with_sigmask(t, mask_addr, size, lambda: _time_left_written(
-        t, timeout, timeout_ns, _timespec, lambda: _select(t, nfds, rd, wr, ex, timeout_ns)))
+        t, timeout, timeout_ns, timespec_bytes, lambda: _select(t, nfds, rd, wr, ex, timeout_ns)))
 
 
 ENTRIES = entries(

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from sentry.errors import SyscallError
 from sentry.kernel.task import Task
 from sentry.syscalls.spec import Enum, Hex, Int, OutStruct, Ptr, Size, Struct, entries, partial, s32, supported
+from sentry.syscalls.time import timespec_bytes
 
 SCHED_NORMAL, SCHED_FIFO, SCHED_RR, SCHED_BATCH, SCHED_IDLE, SCHED_DEADLINE = 0, 1, 2, 3, 5, 6
 SCHED_RESET_ON_FORK = 0x4000_0000
@@ -229,7 +230,7 @@ def sys_sched_rr_get_interval(t: Task, pid: int, addr: int) -> int:
     if pid < 0:
         raise SyscallError(errno.EINVAL)
     ns = RR_TIMESLICE_NS if state(_task(t, pid)).policy == SCHED_RR else 0
-    t.mm.copy_out(addr, struct.pack("<qq", ns // 1_000_000_000, ns % 1_000_000_000))
+    t.mm.copy_out(addr, timespec_bytes(ns))
     return 0
 
 

@@ -97,7 +97,7 @@ def _clock(t: Task, clock: int) -> int:
 
 def sys_clock_gettime(t: Task, clock: int, addr: int) -> int:
     ns = _clock(t, clock)
-    t.mm.copy_out(addr, _TIMESPEC.pack(ns // NS, ns % NS))
+    t.mm.copy_out(addr, timespec_bytes(ns))
     return 0
 
 
@@ -111,7 +111,7 @@ def sys_clock_getres(t: Task, clock: int, addr: int) -> int:
 def sys_gettimeofday(t: Task, tv: int, tz: int) -> int:
     ns = _time.time_ns()
     if tv:
-        t.mm.copy_out(tv, struct.pack("<qq", ns // NS, ns % NS // 1000))
+        t.mm.copy_out(tv, timeval_bytes(ns))
     if tz:
         t.mm.copy_out(tz, bytes(8))
     return 0
@@ -122,6 +122,16 @@ def sys_time(t: Task, addr: int) -> int:
     if addr:
         t.mm.write_u64(addr, now)
     return now
+
+
+def timespec_bytes(ns: int) -> bytes:
+    """A struct timespec of ``ns`` >= 0 nanoseconds."""
+    return _TIMESPEC.pack(ns // NS, ns % NS)
+
+
+def timeval_bytes(ns: int) -> bytes:
+    """A struct timeval of ``ns`` >= 0 nanoseconds (microseconds cut)."""
+    return _TIMESPEC.pack(ns // NS, ns % NS // 1000)
 
 
 def read_timespec_ns(t: Task, addr: int) -> int:
@@ -146,7 +156,7 @@ def _sleep_until(t: Task, deadline: int, rem: int) -> int:
     except SyscallError:
         if rem:
             left = max(0, deadline - _time.monotonic_ns())
-            t.mm.copy_out(rem, _TIMESPEC.pack(left // NS, left % NS))
+            t.mm.copy_out(rem, timespec_bytes(left))
         t.restart_block = lambda: _sleep_until(t, deadline, rem)
         raise SyscallError(ERESTART_RESTARTBLOCK) from None
     return 0
@@ -203,7 +213,7 @@ def _cpu_sleep_until(t: Task, cpu: CpuClock, target: int, rem: int | None) -> in
             raise SyscallError(ERESTARTNOHAND) from e
         if rem:
             left = max(0, target - cpu.read())
-            t.mm.copy_out(rem, _TIMESPEC.pack(left // NS, left % NS))
+            t.mm.copy_out(rem, timespec_bytes(left))
         t.restart_block = lambda: _cpu_sleep_until(t, cpu, target, rem)
         raise SyscallError(ERESTART_RESTARTBLOCK) from e
     finally:
