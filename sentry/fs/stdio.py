@@ -230,7 +230,7 @@ class HostPassthrough(HostFDFile):
     thread: with nothing to read they raise EAGAIN and the syscall layer
     waits (interruptibly) for ``subscribe``'s callback."""
 
-    __slots__ = ("watcher", "regular")
+    __slots__ = ("watcher", "regular", "terminal")
 
     def __init__(self, node, path: str, flags: int, hostfd: int, owned: bool):
         super().__init__(node, path, flags, hostfd, owned)
@@ -239,13 +239,14 @@ class HostPassthrough(HostFDFile):
             self.regular = S.S_ISREG(os.fstat(hostfd).st_mode)
         except OSError:
             self.regular = False
+        self.terminal = not self.regular and os.isatty(hostfd)  # once: job_control runs on every read and write
 
     @property
     def can_block(self) -> bool:  # type: ignore[override]
         return not self.regular
 
     def job_control(self, t, signo: int) -> None:
-        if not self.regular and os.isatty(self.hostfd):
+        if self.terminal:
             check_job_access(t, self.hostfd, signo)
 
     def read(self, length: int) -> bytes:
