@@ -254,11 +254,15 @@ class Kernel:
                 return candidate
         raise ExecError(errno.ENOENT, f"{name.decode(errors='replace')}: No such file or directory")
 
-    def spawn(self, task: Task, setup=None) -> None:
-        """Run ``task`` on a new OS thread; ``setup`` runs first, there."""
+    def spawn(self, task: Task, setup=None, startup: "Startup | None" = None) -> threading.Thread:
+        """Run ``task`` on a new OS thread; ``setup`` runs first, there
+        (``startup``: see ``prepare``)."""
         with self.lock:
             self.threads_running += 1
-        threading.Thread(target=self._task_main, args=(task, setup), name=f"task-{task.tid}", daemon=True).start()
+        thread = threading.Thread(target=self._task_main, args=(task, setup, startup), name=f"task-{task.tid}",
+                                  daemon=True)
+        thread.start()
+        return thread
 
     def prepare(self, task: Task, setup=None) -> "Startup":
         """The first half of a clone's ``spawn``: ``task``'s new OS thread
@@ -268,11 +272,7 @@ class Kernel:
         them and end, as if it never was). Returns once they are made or
         refused (``Startup.error``: the clone fails with EAGAIN)."""
         startup = Startup()
-        with self.lock:
-            self.threads_running += 1
-        startup.thread = threading.Thread(target=self._task_main, args=(task, setup, startup), name=f"task-{task.tid}",
-                                          daemon=True)
-        startup.thread.start()
+        startup.thread = self.spawn(task, setup, startup)
         startup.prepared.wait()
         return startup
 
